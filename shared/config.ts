@@ -1,0 +1,265 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError } from './errors.ts';
+import { DEFAULT_TOPIC_NAMES, TOPIC_IDS, type TopicId } from './names.ts';
+
+/**
+ * Runtrail configuration. The only module that reads `process.env`. Sources, lowest precedence
+ * first: built-in defaults, a config file (`--config FILE` or `RUNTRAIL_CONFIG`, YAML or JSON),
+ * environment variables (see {@link ENV_VARS}), then command-line overrides. The result is
+ * validated once and deep-frozen; a bad value stops the process with a message naming the field.
+ */
+
+const port = z.number().int().min(0).max(65535);
+const ms = z.number().int().nonnegative();
+
+/** Collector (HTTP ingest) settings. */
+export const CollectorConfigSchema = z.object({
+  /** Interface to bind. Default `127.0.0.1` (loopback only). */
+  host: z.string().default('127.0.0.1'),
+  /** OTLP/HTTP port. Default 4318, the OpenTelemetry convention. 0 picks a free port. */
+  port: port.default(4318),
+  /** Largest accepted request body on the wire, bytes. Default 16 MiB. */
+  maxBodyBytes: z.number().int().positive().default(16 * 1024 * 1024),
+  /** Largest body after decompression, bytes (decompression-bomb guard). Default 64 MiB. */
+  maxDecompressedBytes: z.number().int().positive().default(64 * 1024 * 1024),
+  /** Seconds a shipper is asked to wait (Retry-After) when the pipeline is saturated. Default 2. */
+  retryAfterS: z.number().int().positive().default(2),
+  /** Per-request time limit for reading the body, ms. Default 30 000. */
+  requestTimeoutMs: ms.default(30_000),
+});
+
+/** Correlator settings. */
+export const CorrelatorConfigSchema = z.object({
+  /** How long (event time) an unresolved event waits for its binding before it is stored unattributed, ms. Default 30 000. */
+  graceMs: ms.default(30_000),
+  /**
+   * Wall-clock bound on the same wait, ms, so a quiet stream (event time not advancing) still
+   * drains. Default 60 000.
+   */
+  graceWallMs: ms.default(60_000),
+  /** Allowed lateness of events behind the event-time watermark, ms. Default 5 000. */
+  allowedLatenessMs: ms.default(5_000),
+  /** A task closes this long (event time) after its end event, ms. Default 30 000. */
+  taskLingerMs: ms.default(30_000),
+  /** A task with no events for this long (event time) closes, ms. Default 30 min. */
+  taskIdleMs: ms.default(30 * 60_000),
+  /** Maximum unresolved events held; the oldest are stored unattributed beyond it. Default 100 000. */
+  maxPending: z.number().int().positive().default(100_000),
+  /** Maximum open tasks tracked; least recently active are closed beyond it. Default 1 000 000. */
+  maxOpenTasks: z.number().int().positive().default(1_000_000),
+  /** Maximum credential bindings held in memory (LRU). Default 1 000 000. */
+  maxBindings: z.number().int().positive().default(1_000_000),
+  /** Maximum request-id and trace-id join keys held (LRU). Default 1 000 000. */
+  maxJoinKeys: z.number().int().positive().default(1_000_000),
+  /** Treat an STS role session name as the task id when no task tag is present. Default true. */
+  sessionNameIsTask: z.boolean().default(true),
+  /** Session-tag / metadata keys that carry the task id, in order of preference. */
+  taskTagKeys: z.array(z.string().min(1)).default(['runtrail.task.id', 'runtrail_task_id', 'task_id', 'task-id']),
+});
+
+/** Storage (ClickHouse) settings. */
+export const StorageConfigSchema = z.object({
+  /** ClickHouse server URL. Unset = the embedded chDB engine under `dataDir`. */
+  clickhouseUrl: z.string().url().optional(),
+  username: z.string().default('default'),
+  password: z.string().default(''),
+  /** Database name. Default `runtrail`. */
+  database: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).default('runtrail'),
+  /** Rows per insert at most. Default 20 000. */
+  batchMaxRows: z.number().int().positive().default(20_000),
+  /** Longest a row waits in the writer before a flush, ms. Default 200. */
+  batchMaxDelayMs: ms.default(200),
+  /** Rows buffered before writers push back on their callers. Default 200 000. */
+  maxPendingRows: z.number().int().positive().default(200_000),
+  /** Retention of events, findings and alerts, days (ClickHouse TTL). Default 90. */
+  retentionDays: z.number().int().positive().default(90),
+  /** Insert attempts before an error is surfaced. Default 5. */
+  insertAttempts: z.number().int().positive().default(5),
+});
+
+/** In-process bus settings (embedded mode). */
+export const BusConfigSchema = z.object({
+  /** Messages per consumer batch at most. Default 5 000. */
+  maxBatch: z.number().int().positive().default(5_000),
+  /** Unconsumed messages per topic before publishers get backpressure (HTTP 503). Default 500 000. */
+  maxBacklog: z.number().int().positive().default(500_000),
+  /** fsync the write-ahead log on every publish. Default true (acknowledged = on disk). */
+  fsync: z.boolean().default(true),
+  /** Keep a write-ahead log on disk so a restart resumes. Default true. */
+  durable: z.boolean().default(true),
+  /** Write-ahead log segment size, bytes. Default 64 MiB. */
+  segmentBytes: z.number().int().positive().default(64 * 1024 * 1024),
+});
+
+/** Kafka settings (distributed mode). */
+export const KafkaConfigSchema = z.object({
+  /** Bootstrap brokers, `host:port`. Empty = embedded in-process bus. */
+  brokers: z.array(z.string().min(1)).default([]),
+  clientId: z.string().default('runtrail'),
+  /** Physical topic names by logical topic id. */
+  topics: z
+    .record(z.string(), z.string().min(1))
+    .default({})
+    .transform((t) => ({ ...DEFAULT_TOPIC_NAMES, ...t }) as Record<TopicId, string>),
+  /** Partitions for topics Runtrail creates. Default 6. */
+  partitions: z.number().int().positive().default(6),
+  /** Replication factor for topics Runtrail creates. Default 1. */
+  replicationFactor: z.number().int().positive().default(1),
+  /** Retention of non-compacted topics, ms. Default 7 days. */
+  retentionMs: z.number().int().positive().default(7 * 24 * 3600_000),
+});
+
+/** HTTP settings for health/metrics of services without their own HTTP API. */
+export const ServiceConfigSchema = z.object({
+  /** Health/metrics port for standalone correlator/detector/alerter processes. Default 9464. */
+  healthPort: port.default(9464),
+  /** Host for the health/metrics port. Default `127.0.0.1`. */
+  healthHost: z.string().default('127.0.0.1'),
+});
+
+/** The whole configuration. */
+export const ConfigSchema = z.object({
+  /** Data directory for the embedded store and write-ahead log. Default `./data`. */
+  dataDir: z.string().min(1).default('./data'),
+  /** pino log level. Default `info`. */
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Detection policy file (YAML). Unset = built-in defaults. */
+  policyFile: z.string().optional(),
+  collector: CollectorConfigSchema.default(CollectorConfigSchema.parse({})),
+  correlator: CorrelatorConfigSchema.default(CorrelatorConfigSchema.parse({})),
+  storage: StorageConfigSchema.default(StorageConfigSchema.parse({})),
+  bus: BusConfigSchema.default(BusConfigSchema.parse({})),
+  kafka: KafkaConfigSchema.default(KafkaConfigSchema.parse({})),
+  service: ServiceConfigSchema.default(ServiceConfigSchema.parse({})),
+});
+export type Config = z.infer<typeof ConfigSchema>;
+/** Partial configuration as written in a file or passed as overrides. */
+export type ConfigInput = z.input<typeof ConfigSchema>;
+
+/**
+ * Environment variables Runtrail reads, each mapped to a config path and a parser. Documented in
+ * the README; the docker-compose test checks every service's environment against this table.
+ */
+export const ENV_VARS: Readonly<Record<string, { path: string; parse: (v: string) => unknown }>> = Object.freeze({
+  RUNTRAIL_DATA_DIR: { path: 'dataDir', parse: String },
+  RUNTRAIL_LOG_LEVEL: { path: 'logLevel', parse: String },
+  RUNTRAIL_POLICY: { path: 'policyFile', parse: String },
+  RUNTRAIL_HOST: { path: 'collector.host', parse: String },
+  RUNTRAIL_PORT: { path: 'collector.port', parse: Number },
+  RUNTRAIL_MAX_BODY_BYTES: { path: 'collector.maxBodyBytes', parse: Number },
+  RUNTRAIL_GRACE_MS: { path: 'correlator.graceMs', parse: Number },
+  RUNTRAIL_HEALTH_PORT: { path: 'service.healthPort', parse: Number },
+  RUNTRAIL_HEALTH_HOST: { path: 'service.healthHost', parse: String },
+  CLICKHOUSE_URL: { path: 'storage.clickhouseUrl', parse: String },
+  CLICKHOUSE_USER: { path: 'storage.username', parse: String },
+  CLICKHOUSE_PASSWORD: { path: 'storage.password', parse: String },
+  CLICKHOUSE_DATABASE: { path: 'storage.database', parse: String },
+  KAFKA_BROKERS: { path: 'kafka.brokers', parse: (v) => v.split(',').map((s) => s.trim()).filter(Boolean) },
+  KAFKA_CLIENT_ID: { path: 'kafka.clientId', parse: String },
+  KAFKA_PARTITIONS: { path: 'kafka.partitions', parse: Number },
+  KAFKA_REPLICATION_FACTOR: { path: 'kafka.replicationFactor', parse: Number },
+});
+
+type Obj = Record<string, unknown>;
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function setPath(target: Obj, path: string, value: unknown): void {
+  const parts = path.split('.');
+  let cur = target;
+  for (const p of parts.slice(0, -1)) {
+    const next = cur[p];
+    if (!isObj(next)) cur[p] = {};
+    cur = cur[p] as Obj;
+  }
+  cur[parts[parts.length - 1] as string] = value;
+}
+
+/** Deep merge of plain objects; arrays and scalars from `over` replace those in `base`. */
+export function deepMerge(base: Obj, over: Obj): Obj {
+  const out: Obj = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    if (v === undefined) continue;
+    const b = out[k];
+    out[k] = isObj(b) && isObj(v) ? deepMerge(b, v) : v;
+  }
+  return out;
+}
+
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const child of Object.values(v as Obj)) deepFreeze(child);
+  }
+  return v;
+}
+
+/** Reads and parses a YAML or JSON config file. */
+function readConfigFile(file: string): Obj {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = file.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${file} does not parse: ${(err as Error).message}`);
+  }
+  if (parsed === null || parsed === undefined) return {};
+  if (!isObj(parsed)) throw new ConfigError(`config file ${file}: expected a mapping at the top level`);
+  return parsed;
+}
+
+/** Options for {@link loadConfig}. */
+export interface LoadConfigOptions {
+  /** Config file path; falls back to `RUNTRAIL_CONFIG`. */
+  file?: string;
+  /** Highest-precedence overrides (from CLI flags). */
+  overrides?: Obj;
+  /** Environment to read; defaults to `process.env`. Tests pass their own. */
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+/** Builds the validated, frozen configuration. Throws {@link ConfigError} naming the bad field. */
+export function loadConfig(opts: LoadConfigOptions = {}): Readonly<Config> {
+  const env = opts.env ?? process.env;
+  let merged: Obj = {};
+  const file = opts.file ?? env.RUNTRAIL_CONFIG;
+  if (file) merged = deepMerge(merged, readConfigFile(file));
+  const fromEnv: Obj = {};
+  for (const [name, spec] of Object.entries(ENV_VARS)) {
+    const raw = env[name];
+    if (raw !== undefined && raw !== '') setPath(fromEnv, spec.path, spec.parse(raw));
+  }
+  merged = deepMerge(merged, fromEnv);
+  if (opts.overrides) merged = deepMerge(merged, opts.overrides);
+  return parseConfig(merged);
+}
+
+/** Validates a raw config object (already merged). */
+export function parseConfig(raw: unknown): Readonly<Config> {
+  const res = ConfigSchema.safeParse(raw);
+  if (!res.success) {
+    const msgs = res.error.issues.map((i) => `config field \`${i.path.join('.') || '(root)'}\`: ${i.message}`);
+    throw new ConfigError(msgs.join('; '));
+  }
+  const topics = res.data.kafka.topics;
+  for (const id of Object.keys(topics)) {
+    if (!TOPIC_IDS.includes(id as TopicId)) {
+      throw new ConfigError(`config field \`kafka.topics.${id}\`: unknown topic id (known: ${TOPIC_IDS.join(', ')})`);
+    }
+  }
+  return deepFreeze(res.data);
+}
+
+/** True when the process should use Kafka rather than the in-process bus. */
+export function isDistributed(cfg: Config): boolean {
+  return cfg.kafka.brokers.length > 0;
+}
