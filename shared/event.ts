@@ -212,6 +212,8 @@ export const CanonicalEventSchema = z.object({
 
   /** Original attributes of the source record, kept for analysts and detectors. */
   attributes: AttributesSchema.default({}),
+  /** Epoch ms when the collector accepted the record (set by the collector, not by adapters). */
+  ingested_at: z.number().nonnegative().optional(),
 });
 /** A canonical event after validation (defaults applied). */
 export type CanonicalEvent = z.infer<typeof CanonicalEventSchema>;
@@ -234,6 +236,8 @@ export const TimelineEventSchema = CanonicalEventSchema.extend({
   unattributed_reason: z.string().default(''),
   /** Epoch ms when the collector accepted the event (for arrival-to-stored latency). */
   ingested_at: z.number().nonnegative(),
+  /** True when the event arrived after its task had closed (still stored, still evaluated). */
+  late: z.boolean().default(false),
 });
 export type TimelineEvent = z.infer<typeof TimelineEventSchema>;
 

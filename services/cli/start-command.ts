@@ -1,0 +1,67 @@
+import { createRootLogger } from '../../shared/logger.ts';
+import { startHttpServer } from '../../shared/http.ts';
+import { collectorRoutes } from '../collector/collector-routes.ts';
+import { createPipeline } from '../pipeline.ts';
+import { COMMON_HELP, configFromArgs, int, str, type Command } from './command.ts';
+
+/** `runtrail start`: the whole pipeline in one process (embedded mode). */
+export const startCommand: Command = {
+  name: 'start',
+  summary: 'run the whole pipeline in one process (collectors, correlator, detectors, store)',
+  help: `Usage: runtrail start [options]
+
+Runs Runtrail embedded: the HTTP collectors (OTLP/HTTP and the other ingest endpoints), the
+correlator, the detectors and the ClickHouse engine (chDB) in one process, with an in-process
+bus whose write-ahead log lives under the data directory. Stops gracefully on SIGINT/SIGTERM,
+flushing everything that was acknowledged.
+
+Options:
+      --host HOST       interface to bind (default 127.0.0.1); also RUNTRAIL_HOST
+  -p, --port PORT       collector port (default 4318); also RUNTRAIL_PORT
+${COMMON_HELP}
+
+Endpoints: POST /v1/traces /v1/logs /v1/ingest/{cloudtrail,vault,k8s-audit,falco} /v1/events,
+GET /healthz /readyz /metrics.
+
+Example:
+  runtrail start --data ./data --port 4318`,
+  options: { host: { type: 'string' }, port: { type: 'string', short: 'p' } },
+  allowPositionals: false,
+  async run(args, io) {
+    const collector: Record<string, unknown> = {};
+    const host = str(args, 'host');
+    const port = int(args, 'port');
+    if (host) collector.host = host;
+    if (port !== undefined) collector.port = port;
+    const cfg = configFromArgs(args, Object.keys(collector).length ? { collector } : {});
+    const log = createRootLogger(cfg.logLevel);
+    const pipeline = await createPipeline({ cfg, log, mode: 'live' });
+    const http = await startHttpServer({
+      host: cfg.collector.host,
+      port: cfg.collector.port,
+      routes: collectorRoutes({ cfg: cfg.collector, ingestor: pipeline.ingestor, log: log.child({ component: 'collector' }), metrics: pipeline.metrics }),
+      log,
+      metrics: pipeline.metrics,
+      requestTimeoutMs: cfg.collector.requestTimeoutMs,
+      readiness: async () => {
+        const storeOk = await pipeline.store.ping();
+        return { ready: pipeline.bus.ready() && storeOk, checks: { bus: pipeline.bus.ready(), store: storeOk } };
+      },
+    });
+    log.info({ url: http.url, dataDir: cfg.dataDir }, 'runtrail embedded pipeline listening');
+    io.err(`runtrail listening on ${http.url} (data in ${cfg.dataDir}); Ctrl-C to stop\n`);
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string) => {
+        log.info({ signal }, 'shutting down');
+        resolve();
+      };
+      process.once('SIGINT', () => stop('SIGINT'));
+      process.once('SIGTERM', () => stop('SIGTERM'));
+    });
+    await http.close();
+    await pipeline.shutdown();
+    log.info('stopped');
+    log.flush();
+    return 0;
+  },
+};

@@ -1,0 +1,207 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { gunzip, inflate, brotliDecompress, type ZlibOptions } from 'node:zlib';
+import { promisify } from 'node:util';
+import type { Config } from '../../shared/config.ts';
+import { BackpressureError, BodyError, RuntrailError, TooLargeError, UnsupportedFormatError, errorMessage } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { MetricsRegistry } from '../../shared/metrics.ts';
+import { sendJson, type Route } from '../../shared/http.ts';
+import type { IngestFormat } from '../../shared/event.ts';
+import type { Adapter } from './adapters/adapter.ts';
+import { ADAPTERS } from './adapters/index.ts';
+import type { IngestResult, Ingestor } from './ingest.ts';
+
+const gunzipAsync = promisify<Buffer, ZlibOptions, Buffer>(gunzip);
+const inflateAsync = promisify<Buffer, ZlibOptions, Buffer>(inflate);
+const brotliAsync = promisify<Buffer, ZlibOptions, Buffer>(brotliDecompress);
+
+/** Ingest endpoints and the format each accepts. */
+export const INGEST_ENDPOINTS: Readonly<Record<string, IngestFormat>> = Object.freeze({
+  '/v1/traces': 'otlp-traces',
+  '/v1/logs': 'otlp-logs',
+  '/v1/ingest/cloudtrail': 'cloudtrail',
+  '/v1/ingest/vault': 'vault',
+  '/v1/ingest/k8s-audit': 'k8s-audit',
+  '/v1/ingest/falco': 'falco',
+  '/v1/events': 'runtrail',
+});
+
+/** Dependencies of the collector routes. */
+export interface CollectorDeps {
+  cfg: Config['collector'];
+  ingestor: Ingestor;
+  log: Logger;
+  metrics: MetricsRegistry;
+}
+
+/** Reads a request body, refusing more than `limit` bytes on the wire. */
+export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (Number.isFinite(declared) && declared > limit) {
+      req.resume();
+      reject(new TooLargeError(`body of ${declared} bytes exceeds the limit of ${limit} bytes (collector.maxBodyBytes)`));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let failed = false;
+    req.on('data', (c: Buffer) => {
+      if (failed) return;
+      size += c.length;
+      if (size > limit) {
+        failed = true;
+        req.resume();
+        reject(new TooLargeError(`body exceeds the limit of ${limit} bytes (collector.maxBodyBytes)`));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      if (!failed) resolve(Buffer.concat(chunks, size));
+    });
+    req.on('error', (err) => {
+      if (!failed) reject(new BodyError(`request body could not be read: ${err.message}`, err));
+    });
+  });
+}
+
+/** Decompresses per Content-Encoding, bounded by `limit` bytes of output (decompression-bomb guard). */
+export async function decodeContent(body: Buffer, encoding: string | undefined, limit: number): Promise<Buffer> {
+  const enc = (encoding ?? 'identity').trim().toLowerCase();
+  const opts: ZlibOptions = { maxOutputLength: limit };
+  try {
+    switch (enc) {
+      case '':
+      case 'identity':
+        return body;
+      case 'gzip':
+      case 'x-gzip':
+        return await gunzipAsync(body, opts);
+      case 'deflate':
+        return await inflateAsync(body, opts);
+      case 'br':
+        return await brotliAsync(body, opts);
+      default:
+        throw new UnsupportedFormatError(`unsupported Content-Encoding "${enc}" (accepted: gzip, deflate, br, identity)`);
+    }
+  } catch (err) {
+    if (err instanceof RuntrailError) throw err;
+    if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' || err instanceof RangeError) {
+      throw new TooLargeError(`decompressed body exceeds the limit of ${limit} bytes (collector.maxDecompressedBytes)`);
+    }
+    throw new BodyError(`body is not valid ${enc} data: ${errorMessage(err)}`, err);
+  }
+}
+
+/** Lowercase media type without parameters; JSON when absent. */
+export function mediaType(header: string | undefined): string {
+  if (!header) return 'application/json';
+  return (header.split(';')[0] ?? '').trim().toLowerCase();
+}
+
+const PROTOBUF_TYPES = new Set(['application/x-protobuf', 'application/protobuf']);
+
+/** Builds the collector's routes. */
+export function collectorRoutes(deps: CollectorDeps): Route[] {
+  return Object.entries(INGEST_ENDPOINTS).map(([path, format]) => ({
+    method: 'POST' as const,
+    path,
+    handler: (req: IncomingMessage, res: ServerResponse) => handleIngest(deps, ADAPTERS[format], path, req, res),
+  }));
+}
+
+async function handleIngest(deps: CollectorDeps, adapter: Adapter, path: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const ctype = mediaType(req.headers['content-type']);
+  const isOtlp = adapter.format === 'otlp-traces' || adapter.format === 'otlp-logs';
+  const protobuf = isOtlp && PROTOBUF_TYPES.has(ctype);
+  const errors = deps.metrics.counter('runtrail_collector_errors_total', 'Collector request errors, by code');
+  try {
+    if (!adapter.contentTypes.includes(ctype)) {
+      throw new UnsupportedFormatError(`${path} does not accept Content-Type "${ctype}" (accepted: ${adapter.contentTypes.join(', ')})`);
+    }
+    const wire = await readBody(req, deps.cfg.maxBodyBytes);
+    const body = await decodeContent(wire, headerValue(req.headers['content-encoding']), deps.cfg.maxDecompressedBytes);
+    const result = await deps.ingestor.ingest(adapter, body, ctype);
+    const status = result.records > 0 && result.accepted === 0 && result.rejected.length > 0 ? 400 : 200;
+    if (result.rejected.length > 0) {
+      deps.log.warn({ path, rejected: result.rejected.length, first: result.rejected[0] }, 'records rejected');
+    }
+    if (protobuf) return sendOtlpProto(res, status, result);
+    sendJson(res, status, responseBody(result, isOtlp), { 'x-runtrail-accepted': String(result.accepted), 'x-runtrail-rejected': String(result.rejected.length) });
+  } catch (err) {
+    const { status, code, headers } = classify(err, deps.cfg.retryAfterS);
+    errors.inc({ code });
+    if (status >= 500) deps.log.error({ err, path }, 'ingest failed');
+    else deps.log.info({ path, code, reason: errorMessage(err) }, 'ingest request refused');
+    // Drain whatever is left of the body so keep-alive connections stay usable.
+    req.resume();
+    sendJson(res, status, { error: code, message: errorMessage(err), accepted: 0 }, headers);
+  }
+}
+
+function headerValue(h: string | string[] | undefined): string | undefined {
+  return Array.isArray(h) ? h[0] : h;
+}
+
+/** Runtrail's response contract, plus OTLP's `partialSuccess` so OTLP clients understand it too. */
+function responseBody(r: IngestResult, otlp: boolean): Record<string, unknown> {
+  const body: Record<string, unknown> = { accepted: r.accepted, rejected: r.rejected, records: r.records, skipped: r.skipped };
+  if (otlp && r.rejected.length > 0) {
+    body.partialSuccess = { rejectedSpans: String(r.rejected.length), errorMessage: summarizeRejections(r) };
+  }
+  return body;
+}
+
+function summarizeRejections(r: IngestResult): string {
+  const shown = r.rejected.slice(0, 20).map((x) => `[${x.index}]${x.field ? ` field \`${x.field}\`:` : ''} ${x.reason}`);
+  const more = r.rejected.length > 20 ? `; and ${r.rejected.length - 20} more` : '';
+  return `${r.rejected.length} of ${r.records} records rejected: ${shown.join('; ')}${more}`;
+}
+
+/**
+ * OTLP protobuf response (`Export*ServiceResponse { partial_success = 1 { int64 rejected = 1;
+ * string error_message = 2; } }`), hand-encoded: trace and logs responses share this layout.
+ */
+function sendOtlpProto(res: ServerResponse, status: number, r: IngestResult): void {
+  let payload = Buffer.alloc(0);
+  if (r.rejected.length > 0) {
+    const msg = Buffer.from(summarizeRejections(r));
+    const inner = Buffer.concat([Buffer.from([0x08]), varint(r.rejected.length), Buffer.from([0x12]), varint(msg.length), msg]);
+    payload = Buffer.concat([Buffer.from([0x0a]), varint(inner.length), inner]);
+  }
+  res.writeHead(status, {
+    'content-type': 'application/x-protobuf',
+    'content-length': payload.length,
+    'x-runtrail-accepted': String(r.accepted),
+    'x-runtrail-rejected': String(r.rejected.length),
+  });
+  res.end(payload);
+}
+
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  let v = n;
+  while (v > 0x7f) {
+    out.push((v & 0x7f) | 0x80);
+    v = Math.floor(v / 128);
+  }
+  out.push(v);
+  return Buffer.from(out);
+}
+
+/** Maps errors to HTTP statuses. */
+function classify(err: unknown, retryAfterS: number): { status: number; code: string; headers: Record<string, string> } {
+  if (err instanceof BackpressureError) {
+    return { status: 503, code: err.code, headers: { 'retry-after': String(Math.max(retryAfterS, err.retryAfterS)) } };
+  }
+  if (err instanceof TooLargeError) return { status: 413, code: err.code, headers: {} };
+  if (err instanceof UnsupportedFormatError) return { status: 415, code: err.code, headers: {} };
+  if (err instanceof BodyError) return { status: 400, code: err.code, headers: {} };
+  if (err instanceof RuntrailError && err.retriable) {
+    return { status: 503, code: err.code, headers: { 'retry-after': String(retryAfterS) } };
+  }
+  if (err instanceof RuntrailError) return { status: 400, code: err.code, headers: {} };
+  // Unknown failures while publishing are infrastructure trouble: ask the shipper to retry.
+  return { status: 503, code: 'unavailable', headers: { 'retry-after': String(retryAfterS) } };
+}

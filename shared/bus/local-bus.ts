@@ -1,0 +1,432 @@
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from '../logger.ts';
+import { BackpressureError } from '../errors.ts';
+import type { MetricsRegistry } from '../metrics.ts';
+import { TOPIC_IDS, type TopicId } from '../names.ts';
+import {
+  decodePayload,
+  type Bus,
+  type DeliveredMessage,
+  type MessageBatch,
+  type OutgoingMessage,
+  type PartitionOffset,
+  type SubscribeOptions,
+  type Subscription,
+  type TopicPayload,
+  type UndecodableMessage,
+} from './bus.ts';
+
+/**
+ * The embedded-mode bus: one partition per topic, Kafka-like offsets and consumer groups, and a
+ * write-ahead log on disk so that `publish` resolving means "on disk" and a restart redelivers
+ * everything a group had not committed. Messages live in memory from the lowest offset any
+ * registered group still needs; the backlog is bounded and publishers get a BackpressureError
+ * (HTTP 503 at the collector) when consumers fall too far behind.
+ */
+
+/** Options for {@link LocalBus}. */
+export interface LocalBusOptions {
+  /** Directory for the write-ahead log and committed offsets; `null` keeps everything in memory only. */
+  dir: string | null;
+  /** fsync after each publish. */
+  fsync: boolean;
+  /** Largest batch handed to a consumer. */
+  maxBatch: number;
+  /** Unconsumed messages per topic before publish is refused. */
+  maxBacklog: number;
+  /** Segment size in bytes before rolling to a new file. */
+  segmentBytes: number;
+  log: Logger;
+  metrics?: MetricsRegistry;
+}
+
+interface Entry {
+  key: string | null;
+  value: unknown;
+  /** Serialized line as in the log (kept only when it failed to decode). */
+  raw?: string;
+  bad?: string;
+}
+
+interface Segment {
+  base: number;
+  path: string;
+  bytes: number;
+  count: number;
+}
+
+class TopicLog {
+  /** Offset of entries[0]. */
+  base = 0;
+  readonly entries: Entry[] = [];
+  /** Offset the next message gets. */
+  end = 0;
+  readonly segments: Segment[] = [];
+  fd: number | null = null;
+  private waiters: Array<() => void> = [];
+
+  constructor(readonly topic: TopicId) {}
+
+  notify(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  /** Resolves when a message at or past `offset` exists (or immediately). */
+  waitFor(offset: number): Promise<void> {
+    if (this.end > offset) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+}
+
+interface Sub<T extends TopicId> {
+  opts: SubscribeOptions<T>;
+  positions: Map<TopicId, number>;
+  stopped: boolean;
+  loop: Promise<void>;
+  wake: () => void;
+}
+
+const SEGMENT_SUFFIX = '.log';
+
+/** In-process bus with an optional write-ahead log. */
+export class LocalBus implements Bus {
+  readonly kind = 'local' as const;
+  private readonly topics = new Map<TopicId, TopicLog>();
+  /** group -> topic -> committed offset (next to read). */
+  private readonly committed = new Map<string, Map<TopicId, number>>();
+  /** Groups registered per topic (have subscribed or have committed offsets on disk). */
+  private readonly groupsByTopic = new Map<TopicId, Set<string>>();
+  private readonly subs = new Set<Sub<TopicId>>();
+  private offsetsWrite: Promise<void> = Promise.resolve();
+  private started = false;
+  private closed = false;
+
+  constructor(private readonly opts: LocalBusOptions) {
+    for (const t of TOPIC_IDS) this.topics.set(t, new TopicLog(t));
+    const m = opts.metrics;
+    if (m) {
+      m.gauge('runtrail_bus_backlog_messages', 'Messages held in the in-process bus per topic').collect(() =>
+        [...this.topics.values()].map((t) => [{ topic: t.topic }, t.entries.length]),
+      );
+    }
+  }
+
+  private get offsetsPath(): string | null {
+    return this.opts.dir ? join(this.opts.dir, 'offsets.json') : null;
+  }
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    const dir = this.opts.dir;
+    if (!dir) return;
+    mkdirSync(dir, { recursive: true });
+    const op = this.offsetsPath as string;
+    if (existsSync(op)) {
+      const parsed: unknown = JSON.parse(readFileSync(op, 'utf8'));
+      if (typeof parsed === 'object' && parsed !== null) {
+        for (const [group, topics] of Object.entries(parsed as Record<string, unknown>)) {
+          if (typeof topics !== 'object' || topics === null) continue;
+          for (const [topic, off] of Object.entries(topics as Record<string, unknown>)) {
+            if (!TOPIC_IDS.includes(topic as TopicId) || typeof off !== 'number') continue;
+            this.setCommitted(group, topic as TopicId, off);
+          }
+        }
+      }
+    }
+    for (const t of this.topics.values()) this.recoverTopic(t, dir);
+  }
+
+  private setCommitted(group: string, topic: TopicId, offset: number): void {
+    let g = this.committed.get(group);
+    if (!g) this.committed.set(group, (g = new Map()));
+    g.set(topic, Math.max(offset, g.get(topic) ?? 0));
+    let set = this.groupsByTopic.get(topic);
+    if (!set) this.groupsByTopic.set(topic, (set = new Set()));
+    set.add(group);
+  }
+
+  /** Lowest offset any registered group still needs on this topic (end when none registered). */
+  private retainFrom(t: TopicLog): number {
+    const groups = this.groupsByTopic.get(t.topic);
+    if (!groups || groups.size === 0) return t.end;
+    let min = t.end;
+    for (const g of groups) min = Math.min(min, this.committed.get(g)?.get(t.topic) ?? 0);
+    // Live subscriptions may be behind their last commit only transiently; never keep less than they read.
+    return min;
+  }
+
+  private recoverTopic(t: TopicLog, dir: string): void {
+    const tdir = join(dir, t.topic);
+    mkdirSync(tdir, { recursive: true });
+    const files = readdirSync(tdir)
+      .filter((f) => f.endsWith(SEGMENT_SUFFIX))
+      .sort();
+    const need = (() => {
+      const groups = this.groupsByTopic.get(t.topic);
+      if (!groups || groups.size === 0) return Number.POSITIVE_INFINITY;
+      let min = Number.POSITIVE_INFINITY;
+      for (const g of groups) min = Math.min(min, this.committed.get(g)?.get(t.topic) ?? 0);
+      return min;
+    })();
+    let expectedBase: number | null = null;
+    for (const f of files) {
+      const base = Number(f.slice(0, -SEGMENT_SUFFIX.length));
+      const path = join(tdir, f);
+      let text = readFileSync(path, 'utf8');
+      // A crash mid-append can leave a torn last line; it was never acknowledged, so cut it.
+      const lastNl = text.lastIndexOf('\n');
+      if (lastNl !== text.length - 1) {
+        truncateSync(path, Buffer.byteLength(text.slice(0, lastNl + 1)));
+        text = text.slice(0, lastNl + 1);
+        this.opts.log.warn({ topic: t.topic, segment: f }, 'truncated torn write at end of bus segment');
+      }
+      const lines = text === '' ? [] : text.slice(0, -1).split('\n');
+      if (expectedBase === null) {
+        t.base = base;
+        t.end = base;
+      }
+      expectedBase = base + lines.length;
+      t.segments.push({ base, path, bytes: statSync(path).size, count: lines.length });
+      for (let i = 0; i < lines.length; i++) {
+        const off = base + i;
+        if (off >= need) t.entries.push(this.decodeLine(t.topic, lines[i] as string));
+        else t.base = off + 1;
+      }
+      t.end = base + lines.length;
+    }
+    if (t.entries.length === 0) t.base = t.end;
+    if (t.segments.length > 0) this.opts.log.info({ topic: t.topic, from: t.base, to: t.end }, 'bus topic recovered');
+  }
+
+  private decodeLine(topic: TopicId, line: string): Entry {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch (err) {
+      return { key: null, value: undefined, raw: line, bad: `log line is not JSON: ${(err as Error).message}` };
+    }
+    if (!Array.isArray(parsed) || parsed.length !== 2) return { key: null, value: undefined, raw: line, bad: 'log line is not [key, value]' };
+    const key = typeof parsed[0] === 'string' ? parsed[0] : null;
+    const dec = decodePayload(topic, JSON.stringify(parsed[1]));
+    if (!dec.ok) return { key, value: undefined, raw: line, bad: dec.reason };
+    return { key, value: dec.value };
+  }
+
+  ready(): boolean {
+    return this.started && !this.closed;
+  }
+
+  async publish<T extends TopicId>(topic: T, messages: readonly OutgoingMessage<T>[]): Promise<void> {
+    if (this.closed) throw new BackpressureError('bus is shutting down', 1);
+    if (messages.length === 0) return;
+    const t = this.topics.get(topic) as TopicLog;
+    const backlog = t.end - this.slowestPosition(t);
+    if (backlog + messages.length > this.opts.maxBacklog) {
+      throw new BackpressureError(`bus topic ${topic} backlog ${backlog} exceeds ${this.opts.maxBacklog}`, 1);
+    }
+    if (this.opts.dir) this.append(t, messages);
+    const retained = (this.groupsByTopic.get(topic)?.size ?? 0) > 0 || this.hasLiveReader(topic);
+    for (const m of messages) {
+      if (retained) t.entries.push({ key: m.key, value: m.value });
+    }
+    if (!retained) t.base = t.end + messages.length;
+    t.end += messages.length;
+    this.opts.metrics?.counter('runtrail_bus_published_total', 'Messages published on the in-process bus').inc({ topic }, messages.length);
+    t.notify();
+  }
+
+  private hasLiveReader(topic: TopicId): boolean {
+    for (const s of this.subs) if (!s.stopped && s.positions.has(topic)) return true;
+    return false;
+  }
+
+  /** Position of the slowest live subscription (or registered group) on a topic. */
+  private slowestPosition(t: TopicLog): number {
+    let min = t.end;
+    for (const s of this.subs) {
+      const p = s.positions.get(t.topic);
+      if (p !== undefined && !s.stopped) min = Math.min(min, p);
+    }
+    return min;
+  }
+
+  /** Appends to the write-ahead log synchronously: the caller is only acknowledged once this returns. */
+  private append<T extends TopicId>(t: TopicLog, messages: readonly OutgoingMessage<T>[]): void {
+    const dir = join(this.opts.dir as string, t.topic);
+    let seg = t.segments[t.segments.length - 1];
+    if (!seg || seg.bytes >= this.opts.segmentBytes) {
+      if (t.fd !== null) closeSync(t.fd);
+      const path = join(dir, `${String(t.end).padStart(20, '0')}${SEGMENT_SUFFIX}`);
+      mkdirSync(dir, { recursive: true });
+      seg = { base: t.end, path, bytes: 0, count: 0 };
+      t.segments.push(seg);
+      t.fd = openSync(path, 'a');
+    } else if (t.fd === null) {
+      t.fd = openSync(seg.path, 'a');
+    }
+    let text = '';
+    for (const m of messages) text += `${JSON.stringify([m.key, m.value])}\n`;
+    const buf = Buffer.from(text);
+    let written = 0;
+    while (written < buf.length) written += writeSync(t.fd, buf, written);
+    if (this.opts.fsync) fsyncSync(t.fd);
+    seg.bytes += buf.length;
+    seg.count += messages.length;
+  }
+
+  async subscribe<T extends TopicId>(opts: SubscribeOptions<T>): Promise<Subscription> {
+    if (!this.started) await this.start();
+    const positions = new Map<TopicId, number>();
+    for (const topic of opts.topics) {
+      const t = this.topics.get(topic) as TopicLog;
+      let pos: number;
+      if (opts.groupId) {
+        const c = this.committed.get(opts.groupId)?.get(topic);
+        pos = c ?? (opts.fromBeginning ? t.base : t.end);
+        if (c === undefined) this.setCommitted(opts.groupId, topic, pos);
+        else this.setCommitted(opts.groupId, topic, c);
+      } else {
+        pos = opts.fromBeginning ? t.base : t.end;
+      }
+      positions.set(topic, Math.max(pos, t.base));
+    }
+    let wake: () => void = () => undefined;
+    const sub: Sub<T> = { opts, positions, stopped: false, loop: Promise.resolve(), wake: () => wake() };
+    this.subs.add(sub as unknown as Sub<TopicId>);
+    if (opts.onAssign) await opts.onAssign(opts.topics.map((topic) => ({ topic, partition: 0 })));
+    sub.loop = this.runLoop(sub, (w) => (wake = w));
+    const bus = this;
+    return {
+      async commit(offsets: readonly PartitionOffset[]): Promise<void> {
+        if (!opts.groupId) return;
+        for (const o of offsets) bus.setCommitted(opts.groupId, o.topic, Number(o.offset));
+        await bus.persistOffsets();
+        for (const o of offsets) bus.trim(bus.topics.get(o.topic) as TopicLog);
+      },
+      async lag(): Promise<number> {
+        let n = 0;
+        for (const [topic, p] of positions) n += (bus.topics.get(topic) as TopicLog).end - p;
+        return n;
+      },
+      async shutdown(): Promise<void> {
+        if (sub.stopped) return;
+        sub.stopped = true;
+        sub.wake();
+        await sub.loop;
+        if (opts.onRevoke) await opts.onRevoke(opts.topics.map((topic) => ({ topic, partition: 0 })));
+        bus.subs.delete(sub as unknown as Sub<TopicId>);
+      },
+    };
+  }
+
+  private async runLoop<T extends TopicId>(sub: Sub<T>, setWake: (w: () => void) => void): Promise<void> {
+    const topics = sub.opts.topics;
+    let rr = 0;
+    while (!sub.stopped) {
+      let delivered = false;
+      for (let i = 0; i < topics.length && !sub.stopped; i++) {
+        const topic = topics[(rr + i) % topics.length] as T;
+        const t = this.topics.get(topic) as TopicLog;
+        const pos = sub.positions.get(topic) as number;
+        if (pos >= t.end) continue;
+        const from = Math.max(pos, t.base);
+        const to = Math.min(t.end, from + this.opts.maxBatch);
+        const batch = this.makeBatch(topic, t, from, to);
+        try {
+          await sub.opts.onBatch(batch);
+        } catch (err) {
+          // The stage could not handle the batch (e.g. storage down after retries): redeliver it later,
+          // exactly as Kafka would after an uncommitted batch.
+          this.opts.log.error({ err, topic, from }, 'consumer batch failed; will redeliver');
+          await sleep(500);
+          continue;
+        }
+        sub.positions.set(topic, to);
+        delivered = true;
+      }
+      rr++;
+      if (!delivered && !sub.stopped) {
+        await new Promise<void>((resolve) => {
+          setWake(resolve);
+          for (const topic of topics) {
+            const t = this.topics.get(topic) as TopicLog;
+            void t.waitFor(sub.positions.get(topic) as number).then(resolve);
+          }
+        });
+      }
+    }
+  }
+
+  private makeBatch<T extends TopicId>(topic: T, t: TopicLog, from: number, to: number): MessageBatch<T> {
+    const messages: DeliveredMessage<T>[] = [];
+    const undecodable: UndecodableMessage[] = [];
+    for (let off = from; off < to; off++) {
+      const e = t.entries[off - t.base];
+      if (!e) continue;
+      if (e.bad !== undefined) {
+        undecodable.push({ topic, partition: 0, offset: String(off), key: e.key, raw: e.raw ?? '', reason: e.bad });
+      } else {
+        messages.push({ topic, partition: 0, offset: String(off), key: e.key, value: e.value as TopicPayload<T> });
+      }
+    }
+    return { topic, partition: 0, messages, undecodable, nextOffset: String(to) };
+  }
+
+  /** Drops in-memory entries and whole segments that every registered group has committed past. */
+  private trim(t: TopicLog): void {
+    const keepFrom = Math.min(this.retainFrom(t), this.slowestPosition(t));
+    if (keepFrom > t.base) {
+      t.entries.splice(0, Math.min(keepFrom - t.base, t.entries.length));
+      t.base = keepFrom;
+    }
+    while (t.segments.length > 1) {
+      const s = t.segments[0] as Segment;
+      const next = t.segments[1] as Segment;
+      if (next.base > keepFrom) break;
+      rmSync(s.path, { force: true });
+      t.segments.shift();
+    }
+  }
+
+  private persistOffsets(): Promise<void> {
+    const path = this.offsetsPath;
+    if (!path) return Promise.resolve();
+    this.offsetsWrite = this.offsetsWrite.then(() => {
+      const obj: Record<string, Record<string, number>> = {};
+      for (const [g, m] of this.committed) obj[g] = Object.fromEntries(m);
+      const tmp = `${path}.tmp`;
+      writeFileSync(tmp, JSON.stringify(obj));
+      if (this.opts.fsync) {
+        const fd = openSync(tmp, 'r+');
+        fsyncSync(fd);
+        closeSync(fd);
+      }
+      renameSync(tmp, path);
+    });
+    return this.offsetsWrite;
+  }
+
+  async shutdown(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const s of [...this.subs]) {
+      s.stopped = true;
+      s.wake();
+    }
+    await Promise.all([...this.subs].map((s) => s.loop));
+    await this.offsetsWrite;
+    for (const t of this.topics.values()) {
+      if (t.fd !== null) closeSync(t.fd);
+      t.fd = null;
+      t.notify();
+    }
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

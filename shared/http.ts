@@ -1,0 +1,127 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from './logger.ts';
+import type { MetricsRegistry } from './metrics.ts';
+
+/**
+ * The small HTTP server every Runtrail service uses: its own routes plus `/healthz` (liveness),
+ * `/readyz` (readiness: dependencies reachable, not shutting down) and `/metrics` (Prometheus).
+ */
+
+/** A route handler; it writes the response itself. */
+export type RouteHandler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+
+/** A route: method + exact path. */
+export interface Route {
+  method: 'GET' | 'POST';
+  path: string;
+  handler: RouteHandler;
+}
+
+/** Readiness check result. */
+export interface Readiness {
+  ready: boolean;
+  checks: Record<string, boolean | number | string>;
+}
+
+/** Options for {@link startHttpServer}. */
+export interface HttpServerOptions {
+  host: string;
+  port: number;
+  routes: readonly Route[];
+  log: Logger;
+  metrics: MetricsRegistry;
+  readiness: () => Promise<Readiness> | Readiness;
+  /** Request timeout, ms. */
+  requestTimeoutMs?: number;
+}
+
+/** A running HTTP server. */
+export interface HttpService {
+  readonly server: Server;
+  /** Bound port (useful when configured as 0). */
+  readonly port: number;
+  readonly url: string;
+  /** Stops accepting connections, waits for in-flight requests. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Writes a JSON response. */
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+/** Starts the server; resolves once it listens. */
+export async function startHttpServer(opts: HttpServerOptions): Promise<HttpService> {
+  const requests = opts.metrics.counter('runtrail_http_requests_total', 'HTTP requests, by path and status');
+  const byPath = new Map<string, Route[]>();
+  for (const r of opts.routes) {
+    const list = byPath.get(r.path) ?? [];
+    list.push(r);
+    byPath.set(r.path, list);
+  }
+  let closing = false;
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    res.on('finish', () => requests.inc({ path: byPath.has(path) || isBuiltin(path) ? path : 'other', status: String(res.statusCode) }));
+    void handle(path, req, res);
+  });
+  async function handle(path: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      if (req.method === 'GET' && path === '/healthz') return sendJson(res, 200, { status: 'ok' });
+      if (req.method === 'GET' && path === '/readyz') {
+        const r = closing ? { ready: false, checks: { shutting_down: true } } : await opts.readiness();
+        return sendJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', checks: r.checks });
+      }
+      if (req.method === 'GET' && path === '/metrics') {
+        const text = opts.metrics.render();
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+        res.end(text);
+        return;
+      }
+      const routes = byPath.get(path);
+      if (!routes) return sendJson(res, 404, { error: 'not_found', message: `no endpoint ${path}` });
+      const route = routes.find((r) => r.method === req.method);
+      if (!route) {
+        return sendJson(res, 405, { error: 'method_not_allowed', message: `${path} accepts ${routes.map((r) => r.method).join(', ')}` }, { allow: routes.map((r) => r.method).join(', ') });
+      }
+      if (closing) return sendJson(res, 503, { error: 'shutting_down', message: 'server is shutting down; retry on another instance' }, { 'retry-after': '5' });
+      await route.handler(req, res);
+    } catch (err) {
+      opts.log.error({ err, path }, 'request handler failed');
+      if (!res.headersSent) sendJson(res, 500, { error: 'internal', message: 'internal error; see server logs' });
+      else res.destroy();
+    }
+  }
+  server.requestTimeout = opts.requestTimeoutMs ?? 30_000;
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const hostForUrl = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
+  let closed: Promise<void> | undefined;
+  return {
+    server,
+    port,
+    url: `http://${hostForUrl === '0.0.0.0' ? '127.0.0.1' : hostForUrl}:${port}`,
+    close() {
+      closing = true;
+      closed ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+      return closed;
+    },
+  };
+}
+
+function isBuiltin(path: string): boolean {
+  return path === '/healthz' || path === '/readyz' || path === '/metrics';
+}
