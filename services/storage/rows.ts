@@ -14,6 +14,7 @@ import {
 import { FindingSchema, type Finding } from '../../shared/finding.ts';
 import { AlertDeliverySchema, DeadLetterSchema, type AlertDelivery, type DeadLetter } from '../../shared/bus/bus.ts';
 import { TABLE, type TableName } from '../../shared/names.ts';
+import { RecordError } from '../../shared/errors.ts';
 
 /**
  * Row codecs: how each stored model maps onto its ClickHouse columns and back.
@@ -43,6 +44,21 @@ export function msToMicros(ms: number): number {
   return Math.round(ms * 1000);
 }
 
+/** Largest instant a `DateTime64(6)` holds (2299-12-31 23:59:59.999999 UTC), epoch ms. */
+export const MAX_DATETIME64_MS = Date.UTC(2299, 11, 31, 23, 59, 59, 999) + 0.999;
+
+/**
+ * Like {@link msToMicros}, but refuses instants the column cannot hold: ClickHouse would fail the
+ * whole batch on them, or wrap them silently. A nanosecond timestamp passed as milliseconds is
+ * the usual cause.
+ */
+export function timeToMicros(field: string, ms: number): number {
+  if (!Number.isFinite(ms) || ms < 0 || ms > MAX_DATETIME64_MS) {
+    throw new RecordError(field, `expected epoch milliseconds between 0 and ${MAX_DATETIME64_MS} (year 2299), got ${ms}`);
+  }
+  return msToMicros(ms);
+}
+
 /** Integer microseconds (number or 64-bit decimal string) -> epoch ms. */
 export function microsToMs(us: number | string): number {
   // Division of an exact integer by 1000 yields the double nearest to the decimal value, which is
@@ -50,7 +66,8 @@ export function microsToMs(us: number | string): number {
   return Number(us) / 1000;
 }
 
-const nullableMicros = (ms: number | undefined): number | null => (ms === undefined ? null : msToMicros(ms));
+const nullableMicros = (field: string, ms: number | undefined): number | null =>
+  ms === undefined ? null : timeToMicros(field, ms);
 const orEmpty = (s: string | undefined): string => s ?? '';
 const orUndefined = (s: string): string | undefined => (s === '' ? undefined : s);
 const jsonOrEmpty = (v: object | undefined): string => (v === undefined ? '' : JSON.stringify(v));
@@ -131,8 +148,8 @@ export const EVENTS_CODEC: TableCodec<TimelineEvent> = {
     const m = e.model;
     return JSON.stringify([
       e.task_id,
-      msToMicros(e.time),
-      nullableMicros(e.end_time),
+      timeToMicros('time', e.time),
+      nullableMicros('end_time', e.end_time),
       e.event_id,
       e.source,
       e.type,
@@ -175,7 +192,7 @@ export const EVENTS_CODEC: TableCodec<TimelineEvent> = {
       JSON.stringify(e.attributes),
       e.join_key,
       e.unattributed_reason,
-      msToMicros(e.ingested_at),
+      timeToMicros('ingested_at', e.ingested_at),
     ]);
   },
 };
@@ -222,8 +239,8 @@ const EventRowSchema = z.object({
   tool_annotations: z.string(),
   model_name: z.string(),
   model_provider: z.string(),
-  model_input_tokens: z.number().nullable(),
-  model_output_tokens: z.number().nullable(),
+  model_input_tokens: nullableInt64,
+  model_output_tokens: nullableInt64,
   messages: z.string(),
   credential: z.string(),
   process: z.string(),
@@ -259,8 +276,8 @@ export function decodeEvent(raw: unknown): TimelineEvent {
     ? {
         name: orUndefined(r.model_name),
         provider: orUndefined(r.model_provider),
-        input_tokens: r.model_input_tokens ?? undefined,
-        output_tokens: r.model_output_tokens ?? undefined,
+        input_tokens: r.model_input_tokens === null ? undefined : Number(r.model_input_tokens),
+        output_tokens: r.model_output_tokens === null ? undefined : Number(r.model_output_tokens),
       }
     : undefined;
   const event = {
@@ -308,13 +325,25 @@ export function decodeEvent(raw: unknown): TimelineEvent {
 /**
  * zod keeps keys whose value is `undefined`; drop them so a decoded event is structurally equal
  * to the event as the producer built it (optional fields absent, not present-and-undefined).
+ * `attributes` is the source's own data and is left exactly as parsed.
  */
 function stripUndefined<T extends object>(obj: T): T {
   for (const [k, v] of Object.entries(obj)) {
-    if (v === undefined) delete (obj as Record<string, unknown>)[k];
-    else if (typeof v === 'object' && v !== null && !Array.isArray(v) && k !== 'attributes') stripUndefined(v as object);
+    if (v === undefined) {
+      delete (obj as Record<string, unknown>)[k];
+    } else if (k === 'attributes') {
+      continue;
+    } else if (Array.isArray(v)) {
+      for (const item of v) if (isPlainObject(item)) stripUndefined(item);
+    } else if (isPlainObject(v)) {
+      stripUndefined(v);
+    }
   }
   return obj;
+}
+
+function isPlainObject(v: unknown): v is object {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -365,9 +394,9 @@ export const BINDINGS_CODEC: TableCodec<CredentialBinding> = {
       b.subject,
       b.session_name,
       b.parent_credential_id,
-      msToMicros(b.issued_at),
-      msToMicros(b.expires_at),
-      msToMicros(b.revoked_at),
+      timeToMicros('issued_at', b.issued_at),
+      timeToMicros('expires_at', b.expires_at),
+      timeToMicros('revoked_at', b.revoked_at),
       b.src_ip,
       b.host,
       b.event_id,
@@ -451,14 +480,14 @@ export const FINDINGS_CODEC: TableCodec<Finding> = {
       f.task_id,
       f.agent_id,
       f.workload_id,
-      msToMicros(f.time),
+      timeToMicros('time', f.time),
       f.evidence,
       f.join_keys,
-      nullableMicros(f.window_start),
-      nullableMicros(f.window_end),
+      nullableMicros('window_start', f.window_start),
+      nullableMicros('window_end', f.window_end),
       f.metrics,
       f.tags,
-      nullableMicros(f.emitted_at),
+      nullableMicros('emitted_at', f.emitted_at),
     ]);
   },
 };
@@ -513,7 +542,7 @@ export const ALERTS_CODEC: TableCodec<AlertDelivery> = {
   table: TABLE.alerts,
   columns: ['id', 'incident_id', 'channel', 'status', 'time', 'payload'],
   encode(a) {
-    return JSON.stringify([a.id, a.incident_id, a.channel, a.status, msToMicros(a.time), a.payload]);
+    return JSON.stringify([a.id, a.incident_id, a.channel, a.status, timeToMicros('time', a.time), a.payload]);
   },
 };
 
@@ -522,15 +551,6 @@ export const DEAD_LETTERS_CODEC: TableCodec<DeadLetter> = {
   table: TABLE.deadLetters,
   columns: ['stage', 'topic', 'partition', 'offset', 'key', 'code', 'reason', 'payload', 'time'],
   encode(d) {
-    return JSON.stringify([d.stage, d.topic, d.partition, d.offset, d.key, d.code, d.reason, d.payload, msToMicros(d.time)]);
+    return JSON.stringify([d.stage, d.topic, d.partition, d.offset, d.key, d.code, d.reason, d.payload, timeToMicros('time', d.time)]);
   },
 };
-
-/** Validates rows of a model before they are buffered (callers may hand in unchecked objects). */
-export const INPUT_SCHEMAS = {
-  [TABLE.events]: TimelineEventSchema,
-  [TABLE.bindings]: CredentialBindingSchema,
-  [TABLE.findings]: FindingSchema,
-  [TABLE.alerts]: AlertDeliverySchema,
-  [TABLE.deadLetters]: DeadLetterSchema,
-} as const;

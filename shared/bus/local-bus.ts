@@ -167,7 +167,8 @@ export class LocalBus implements Bus {
       .sort();
     const need = (() => {
       const groups = this.groupsByTopic.get(t.topic);
-      if (!groups || groups.size === 0) return Number.POSITIVE_INFINITY;
+      // No group has ever committed here: keep everything, a new group may start from the beginning.
+      if (!groups || groups.size === 0) return 0;
       let min = Number.POSITIVE_INFINITY;
       for (const g of groups) min = Math.min(min, this.committed.get(g)?.get(t.topic) ?? 0);
       return min;
@@ -287,8 +288,7 @@ export class LocalBus implements Bus {
       if (opts.groupId) {
         const c = this.committed.get(opts.groupId)?.get(topic);
         pos = c ?? (opts.fromBeginning ? t.base : t.end);
-        if (c === undefined) this.setCommitted(opts.groupId, topic, pos);
-        else this.setCommitted(opts.groupId, topic, c);
+        this.setCommitted(opts.groupId, topic, c ?? pos);
       } else {
         pos = opts.fromBeginning ? t.base : t.end;
       }
@@ -297,6 +297,8 @@ export class LocalBus implements Bus {
     let wake: () => void = () => undefined;
     const sub: Sub<T> = { opts, positions, stopped: false, loop: Promise.resolve(), wake: () => wake() };
     this.subs.add(sub as unknown as Sub<TopicId>);
+    // Registering the group on disk keeps its starting point across a crash before its first commit.
+    if (opts.groupId) await this.persistOffsets();
     if (opts.onAssign) await opts.onAssign(opts.topics.map((topic) => ({ topic, partition: 0 })));
     sub.loop = this.runLoop(sub, (w) => (wake = w));
     const bus = this;

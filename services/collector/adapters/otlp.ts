@@ -331,8 +331,20 @@ function readResource(container: Record<string, unknown>, path: string): Resourc
   }
 }
 
-/** The correlation keys every OTLP event carries, from the record's and its resource's attributes. */
-function correlationKeys(v: AttrView): Partial<CanonicalEventInput> {
+/** The correlation keys every OTLP event carries besides task, agent and trace. */
+interface CorrelationKeys {
+  workload_id: string | undefined;
+  credential_id: string | undefined;
+  request_id: string | undefined;
+  session_id: string | undefined;
+  host: string | undefined;
+  src_ip: string | undefined;
+  principal: string | undefined;
+  user_agent: string | undefined;
+}
+
+/** Reads the correlation keys from the record's attributes, then its resource's. */
+function correlationKeys(v: AttrView): CorrelationKeys {
   return {
     workload_id: v.first('runtrail.workload.id', 'spiffe.id'),
     credential_id: v.str('runtrail.credential.id'),
@@ -586,6 +598,7 @@ function mapSpan(entry: SpanEntry, bySpanId: Map<string, SpanEntry>): CanonicalE
   else if (statusCode === STATUS_CODE.ok) attributes['otel.status_code'] = 'OK';
   if (statusMessage !== undefined) attributes['otel.status_description'] = statusMessage;
 
+  const keys = correlationKeys(view);
   const base: CanonicalEventInput = {
     event_id: eventId('otlp-traces', traceId, spanId),
     source: 'agent',
@@ -599,7 +612,15 @@ function mapSpan(entry: SpanEntry, bySpanId: Map<string, SpanEntry>): CanonicalE
     trace_id: traceId,
     span_id: spanId,
     parent_span_id: entry.parentSpanId,
-    ...correlationKeys(view),
+    // Written out rather than spread: a literal of fixed shape keeps the per-type copies below cheap.
+    workload_id: keys.workload_id,
+    credential_id: keys.credential_id,
+    request_id: keys.request_id,
+    session_id: keys.session_id,
+    host: keys.host,
+    src_ip: keys.src_ip,
+    principal: keys.principal,
+    user_agent: keys.user_agent,
     outcome,
     attributes,
   };
