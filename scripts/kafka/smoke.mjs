@@ -3,7 +3,8 @@
 // Exercises the protocol paths the project relies on:
 //   admin createTopics (3 partitions) / listTopics / fetchTopicMetadata / fetchTopicOffsets,
 //   producer acks=-1 (plain and idempotent), consumer group + eachBatch + manual commit,
-//   admin fetchOffsets / describeGroups, resume from committed offsets with a second consumer,
+//   admin fetchOffsets / describeGroups, transactional producer (commit + abort), resume from committed
+//   offsets with a second consumer (read_committed: aborted records must not show up),
 //   cleanup via deleteGroups / deleteTopics.
 // Usage: node scripts/kafka/smoke.mjs   (env: KAFKA_BROKERS=host:port[,..] or KAFKA_PORT, default 127.0.0.1:19092)
 import kafkajs from 'kafkajs';
@@ -21,6 +22,7 @@ const groupId = `runtrail-smoke-group-${suffix}`;
 const PARTITIONS = 3;
 const FIRST_BATCH = 30;
 const SECOND_BATCH = 9;
+const TX_COMMITTED = 3;
 
 const t0 = Date.now();
 const log = (msg) => console.log(`[smoke +${((Date.now() - t0) / 1000).toFixed(2)}s] ${msg}`);
@@ -31,10 +33,23 @@ const assert = (cond, msg) => {
   if (!cond) fail(`assertion failed: ${msg}`);
 };
 
+// Compact one-line kafkajs logs. Errors kafkajs retries by itself (a fresh broker's coordinators are
+// still loading, a previous transaction is still being completed) are hidden unless SMOKE_VERBOSE=1.
+const RETRIABLE =
+  /coordinator is (not available|loading)|not the correct coordinator|leader not available|rebalanc|concurrent operation on the same transaction/i;
+const logCreator =
+  () =>
+  ({ namespace, label, log: entry }) => {
+    const { message, error } = entry;
+    if (RETRIABLE.test(`${message} ${error ?? ""}`) && !process.env.SMOKE_VERBOSE) return;
+    console.log(`[kafkajs ${label}] ${namespace}: ${message}${error ? ` (${error})` : ''}`);
+  };
+
 const kafka = new Kafka({
   clientId: 'runtrail-smoke',
   brokers,
   logLevel: logLevel.WARN,
+  logCreator,
   connectionTimeout: 5000,
   requestTimeout: 30000,
   retry: { retries: 5 },
@@ -160,7 +175,12 @@ async function main() {
   log(`describeGroups: state=${groups.groups[0].state} protocolType=${groups.groups[0].protocolType}`);
 
   // --- idempotent producer (InitProducerId), acks=-1 required ---
-  const idem = kafka.producer({ idempotent: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
+  const idem = kafka.producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    retry: { retries: Number.MAX_SAFE_INTEGER }, // kafkajs warns otherwise; the overall timeout bounds it
+    createPartitioner: Partitioners.DefaultPartitioner,
+  });
   cleanup.push(() => idem.disconnect().catch(() => {}));
   await idem.connect();
   await idem.send({
@@ -171,10 +191,34 @@ async function main() {
   await idem.disconnect();
   log(`idempotent producer acks=-1 ok (${SECOND_BATCH} msgs)`);
 
-  // --- second consumer in same group resumes from committed offsets (OffsetFetch + JoinGroup again) ---
-  const got2 = await consumeBatch(SECOND_BATCH, 'consumer#2');
-  assert(got2.length === SECOND_BATCH, `consumer#2 got exactly ${SECOND_BATCH} new messages (got ${got2.length})`);
-  assert(got2.every((m) => m.value.startsWith('second-')), 'consumer#2 resumed after committed offsets');
+  // --- transactional producer: one committed, one aborted transaction ---
+  const txp = kafka.producer({
+    transactionalId: `runtrail-smoke-tx-${suffix}`,
+    idempotent: true,
+    maxInFlightRequests: 1,
+    retry: { retries: Number.MAX_SAFE_INTEGER },
+    createPartitioner: Partitioners.DefaultPartitioner,
+  });
+  cleanup.push(() => txp.disconnect().catch(() => {}));
+  await txp.connect();
+  let tx = await txp.transaction();
+  await tx.send({ topic, messages: Array.from({ length: TX_COMMITTED }, (_, i) => ({ key: `t${i}`, value: `tx-commit-${i}` })) });
+  await tx.commit();
+  tx = await txp.transaction();
+  await tx.send({ topic, messages: [{ key: 'a0', value: 'tx-abort-0' }, { key: 'a1', value: 'tx-abort-1' }] });
+  await tx.abort();
+  await txp.disconnect();
+  log(`transactions ok (1 committed with ${TX_COMMITTED} msgs, 1 aborted)`);
+
+  // --- second consumer in same group resumes from committed offsets (OffsetFetch + JoinGroup again);
+  //     read_committed (kafkajs default) must skip the aborted transaction ---
+  const expected2 = SECOND_BATCH + TX_COMMITTED;
+  const got2 = await consumeBatch(expected2, 'consumer#2');
+  assert(got2.length === expected2, `consumer#2 got exactly ${expected2} new messages (got ${got2.length})`);
+  assert(
+    got2.every((m) => m.value.startsWith('second-') || m.value.startsWith('tx-commit-')),
+    'consumer#2 resumed after committed offsets and saw no aborted records',
+  );
 
   await producer.disconnect();
   await admin.deleteGroups([groupId]);

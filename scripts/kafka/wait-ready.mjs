@@ -43,6 +43,8 @@ const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(1)}s`;
 const say = (msg) => {
   if (!opts.quiet) console.log(`kafka: ${msg}`);
 };
+// per-request timeout, capped by the time left so the overall --timeout is honoured
+const budget = (ms) => Math.max(100, Math.min(ms, deadline - Date.now()));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function tailLog(file, lines = 40) {
@@ -134,20 +136,20 @@ async function main() {
     if (Date.now() > deadline) die(`${step} request still failing: ${lastErr?.message || lastErr}`);
     const admin = kafka.admin({ retry: { retries: 0 } });
     try {
-      await withTimeout(admin.connect(), 5000, 'connect');
+      await withTimeout(admin.connect(), budget(5000), 'connect');
       step = 'metadata';
-      const topics = await withTimeout(admin.listTopics(), 10000, 'listTopics');
+      const topics = await withTimeout(admin.listTopics(), budget(10000), 'listTopics');
       if (!metadataOk) say(`metadata ok, ${topics.length} topic(s) (${elapsed()})`);
       metadataOk = true;
       step = 'group coordinator';
-      const groups = await withTimeout(admin.describeGroups(['runtrail-wait-ready']), 10000, 'describeGroups');
+      const groups = await withTimeout(admin.describeGroups(['runtrail-wait-ready']), budget(10000), 'describeGroups');
       if (!groups?.groups?.length) throw new Error('describeGroups returned no group');
       say(`group coordinator ok (${elapsed()})`);
-      await admin.disconnect().catch(() => {});
+      await withTimeout(admin.disconnect(), 1000, 'disconnect').catch(() => {});
       return;
     } catch (e) {
       lastErr = e;
-      await admin.disconnect().catch(() => {});
+      await withTimeout(admin.disconnect(), 1000, 'disconnect').catch(() => {});
       await sleep(500);
     }
   }
