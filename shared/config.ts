@@ -263,3 +263,10 @@ export function parseConfig(raw: unknown): Readonly<Config> {
 export function isDistributed(cfg: Config): boolean {
   return cfg.kafka.brokers.length > 0;
 }
+
+/** Section types, for components that take only their part of the config. */
+export type CollectorConfig = z.infer<typeof CollectorConfigSchema>;
+export type StorageConfig = z.infer<typeof StorageConfigSchema>;
+export type BusConfig = z.infer<typeof BusConfigSchema>;
+export type KafkaConfig = z.infer<typeof KafkaConfigSchema>;
+export type ServiceConfig = z.infer<typeof ServiceConfigSchema>;

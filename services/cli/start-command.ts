@@ -1,7 +1,5 @@
 import { createRootLogger } from '../../shared/logger.ts';
-import { startHttpServer } from '../../shared/http.ts';
-import { collectorRoutes } from '../collector/collector-routes.ts';
-import { createPipeline } from '../pipeline.ts';
+import { startEmbedded } from '../embedded.ts';
 import { COMMON_HELP, configFromArgs, int, str, type Command } from './command.ts';
 
 /** `runtrail start`: the whole pipeline in one process (embedded mode). */
@@ -35,19 +33,8 @@ Example:
     if (port !== undefined) collector.port = port;
     const cfg = configFromArgs(args, Object.keys(collector).length ? { collector } : {});
     const log = createRootLogger(cfg.logLevel);
-    const pipeline = await createPipeline({ cfg, log, mode: 'live' });
-    const http = await startHttpServer({
-      host: cfg.collector.host,
-      port: cfg.collector.port,
-      routes: collectorRoutes({ cfg: cfg.collector, ingestor: pipeline.ingestor, log: log.child({ component: 'collector' }), metrics: pipeline.metrics }),
-      log,
-      metrics: pipeline.metrics,
-      requestTimeoutMs: cfg.collector.requestTimeoutMs,
-      readiness: async () => {
-        const storeOk = await pipeline.store.ping();
-        return { ready: pipeline.bus.ready() && storeOk, checks: { bus: pipeline.bus.ready(), store: storeOk } };
-      },
-    });
+    const server = await startEmbedded(cfg, log);
+    const { http } = server;
     log.info({ url: http.url, dataDir: cfg.dataDir }, 'runtrail embedded pipeline listening');
     io.err(`runtrail listening on ${http.url} (data in ${cfg.dataDir}); Ctrl-C to stop\n`);
     await new Promise<void>((resolve) => {
@@ -58,8 +45,7 @@ Example:
       process.once('SIGINT', () => stop('SIGINT'));
       process.once('SIGTERM', () => stop('SIGTERM'));
     });
-    await http.close();
-    await pipeline.shutdown();
+    await server.shutdown();
     log.info('stopped');
     log.flush();
     return 0;

@@ -538,7 +538,7 @@ function resolveContext(entry: SpanEntry, bySpanId: Map<string, SpanEntry>): Spa
     if (seen.has(cur)) break; // Parent cycle: treat the loop's top as a root.
     seen.add(cur);
     chain.push(cur);
-    const parent: SpanEntry | undefined = cur.parentSpanId === undefined ? undefined : bySpanId.get(cur.parentSpanId);
+    const parent: SpanEntry | undefined = cur.parentSpanId === undefined ? undefined : bySpanId.get(cur.traceId + cur.parentSpanId);
     cur = parent !== undefined && parent.error === undefined && parent.traceId === cur.traceId ? parent : undefined;
   }
   for (let i = chain.length - 1; i >= 0; i--) {
@@ -557,7 +557,7 @@ function resolveContext(entry: SpanEntry, bySpanId: Map<string, SpanEntry>): Spa
 
 function parentContext(entry: SpanEntry, bySpanId: Map<string, SpanEntry>): SpanContext {
   if (entry.parentSpanId === undefined) return EMPTY_CONTEXT;
-  const parent = bySpanId.get(entry.parentSpanId);
+  const parent = bySpanId.get(entry.traceId + entry.parentSpanId);
   if (parent === undefined || parent.error !== undefined || parent.traceId !== entry.traceId) return EMPTY_CONTEXT;
   return resolveContext(parent, bySpanId);
 }
@@ -569,9 +569,72 @@ function spanOutcome(statusCode: number, view: AttrView): Outcome {
   return view.get('error.type') !== undefined ? 'failure' : 'success';
 }
 
+/** What a span's classification decides. Everything else about its event is common to all spans. */
+interface SpanDetail {
+  source: EventSource;
+  type: EventType;
+  taskId: string | undefined;
+  agentId: string | undefined;
+  agentName: string | undefined;
+  action?: string;
+  resources?: ResourceRef[];
+  tool?: ToolInfo;
+  model?: ModelInfo;
+  messages?: Messages;
+  network?: CanonicalEventInput['network'];
+  delegation?: CanonicalEventInput['delegation'];
+}
+
+/** The span facts every event of the span shares. */
+interface SpanCommon {
+  traceId: string;
+  spanId: string;
+  parentSpanId: string | undefined;
+  outcome: Outcome;
+  keys: CorrelationKeys;
+}
+
+/**
+ * Builds a span's event as one literal of fixed shape. Spreading a shared base per event type
+ * cost more than any other step of the mapping, and a fixed shape also keeps validation fast.
+ */
+function spanEvent(c: SpanCommon, d: SpanDetail, id: string, time: number, endTime: number | undefined, attributes: Attrs): CanonicalEventInput {
+  return {
+    event_id: id,
+    source: d.source,
+    type: d.type,
+    time,
+    end_time: endTime,
+    format: 'otlp-traces',
+    task_id: d.taskId,
+    agent_id: d.agentId,
+    agent_name: d.agentName,
+    workload_id: c.keys.workload_id,
+    credential_id: c.keys.credential_id,
+    trace_id: c.traceId,
+    span_id: c.spanId,
+    parent_span_id: c.parentSpanId,
+    request_id: c.keys.request_id,
+    session_id: c.keys.session_id,
+    principal: c.keys.principal,
+    action: d.action,
+    resources: d.resources ?? [],
+    outcome: c.outcome,
+    src_ip: c.keys.src_ip,
+    host: c.keys.host,
+    user_agent: c.keys.user_agent,
+    tool: d.tool,
+    model: d.model,
+    messages: d.messages,
+    network: d.network,
+    delegation: d.delegation,
+    attributes,
+  };
+}
+
 /** Second pass over one span: its canonical event(s). */
 function mapSpan(entry: SpanEntry, bySpanId: Map<string, SpanEntry>): CanonicalEventInput[] {
-  const { span, path, view, own, op, traceId, spanId } = entry;
+  const { span, path, own, traceId, spanId } = entry;
   const start = nanos(span['startTimeUnixNano'], `${path}.startTimeUnixNano`);
   if (start === undefined) throw new RecordError(`${path}.startTimeUnixNano`, 'missing (or 0)');
   const end = nanos(span['endTimeUnixNano'], `${path}.endTimeUnixNano`);
@@ -581,11 +644,14 @@ function mapSpan(entry: SpanEntry, bySpanId: Map<string, SpanEntry>): CanonicalE
   const statusMessage = keyString(status?.['message']);
   const name = typeof span['name'] === 'string' ? span['name'] : '';
 
-  const ctx = resolveContext(entry, bySpanId);
-  const parent = parentContext(entry, bySpanId);
-  const fam = families(own);
-  const outcome = spanOutcome(statusCode, view);
-  const serviceName = keyString(entry.resource.flat['service.name']);
+  const common: SpanCommon = {
+    traceId,
+    spanId,
+    parentSpanId: entry.parentSpanId,
+    outcome: spanOutcome(statusCode, entry.view),
+    keys: correlationKeys(entry.view),
+  };
+  const detail = classifySpan(entry, bySpanId, { kind, statusCode, statusMessage, name, outcome: common.outcome }, path);
 
   // `own` already holds the `resource.`-prefixed keys (see readSpan), so it is the event's
   // attribute map as is: copying it per span was the adapter's largest single cost.
@@ -598,172 +664,147 @@ function mapSpan(entry: SpanEntry, bySpanId: Map<string, SpanEntry>): CanonicalE
   else if (statusCode === STATUS_CODE.ok) attributes['otel.status_code'] = 'OK';
   if (statusMessage !== undefined) attributes['otel.status_description'] = statusMessage;
 
-  const keys = correlationKeys(view);
-  const base: CanonicalEventInput = {
-    event_id: eventId('otlp-traces', traceId, spanId),
-    source: 'agent',
-    type: EVENT_TYPE.processActivity,
-    time: nsToMs(start),
-    end_time: end === undefined ? undefined : nsToMs(end),
-    format: 'otlp-traces',
-    task_id: ctx.taskId,
-    agent_id: view.str('gen_ai.agent.id') ?? ctx.agentId ?? view.str('gen_ai.agent.name'),
-    agent_name: view.str('gen_ai.agent.name') ?? ctx.agentName,
-    trace_id: traceId,
-    span_id: spanId,
-    parent_span_id: entry.parentSpanId,
-    // Written out rather than spread: a literal of fixed shape keeps the per-type copies below cheap.
-    workload_id: keys.workload_id,
-    credential_id: keys.credential_id,
-    request_id: keys.request_id,
-    session_id: keys.session_id,
-    host: keys.host,
-    src_ip: keys.src_ip,
-    principal: keys.principal,
-    user_agent: keys.user_agent,
-    outcome,
-    attributes,
-  };
-
-  if (op !== undefined && AGENT_OPS.has(op)) return agentEvents(entry, base, parent, end, serviceName);
-
-  if (op !== undefined && MODEL_OPS.has(op)) {
-    return [{ ...base, type: EVENT_TYPE.modelCall, model: modelInfo(view), messages: attrMessages(view), agent_name: base.agent_name ?? serviceName }];
-  }
-
-  const mcpMethod = view.str('mcp.method.name');
-  if ((op !== undefined && TOOL_OPS.has(op)) || mcpMethod === 'tools/call') {
-    const failed = outcome === 'failure';
-    const tool = toolInfo(view, name, failed, statusCode === STATUS_CODE.error ? statusMessage : undefined);
-    if (tool === undefined) throw new RecordError(`${path}.attributes`, 'tool span names no tool: set gen_ai.tool.name or mcp.tool.name');
-    // An MCP server's own span (kind SERVER without GenAI attributes) is the workload's view of the call.
-    const source: EventSource = kind === SPAN_KIND.server && !fam.genAi ? 'workload' : 'agent';
-    return [
-      {
-        ...base,
-        source,
-        type: EVENT_TYPE.toolCall,
-        action: `tool:${tool.name}`,
-        tool,
-        agent_name: base.agent_name ?? (source === 'agent' ? serviceName : undefined),
-      },
-    ];
-  }
-
-  return [otherSpan(base, view, fam, kind)];
+  const endMs = end === undefined ? undefined : nsToMs(end);
+  // The start time is part of the identity: buggy instrumentation reuses span ids (the agentdojo
+  // replay gives parallel tool calls one span id), and trace + span id alone would collapse those
+  // calls into one stored event. A re-sent span keeps its start time, so its id is still stable.
+  const startNs = start.toString();
+  const event = spanEvent(common, detail, eventId('otlp-traces', traceId, spanId, startNs), nsToMs(start), endMs, attributes);
+  if (detail.type !== EVENT_TYPE.taskStarted || endMs === undefined) return [event];
+  // The end of a root agent span closes its task. The start event already carries the
+  // attributes and prompts; the end carries the time and the outcome.
+  const endDetail: SpanDetail = { source: detail.source, type: EVENT_TYPE.taskEnded, taskId: detail.taskId, agentId: detail.agentId, agentName: detail.agentName };
+  return [event, spanEvent(common, endDetail, eventId('otlp-traces', traceId, spanId, startNs, 'end'), endMs, undefined, {})];
 }
 
-/** `invoke_agent` / `create_agent`: a task start (plus its end) at the root, a delegation below an agent. */
-function agentEvents(
-  entry: SpanEntry,
-  base: CanonicalEventInput,
-  parent: SpanContext,
-  end: bigint | undefined,
-  serviceName: string | undefined,
-): CanonicalEventInput[] {
-  const { view, op, traceId, spanId } = entry;
+/** Span fields the classification reads besides attributes. */
+interface SpanShape {
+  kind: number;
+  statusCode: number;
+  statusMessage: string | undefined;
+  name: string;
+  outcome: Outcome;
+}
+
+/** Decides a span's source, type and type-specific details from its operation and attributes. */
+function classifySpan(entry: SpanEntry, bySpanId: Map<string, SpanEntry>, shape: SpanShape, path: string): SpanDetail {
+  const { view, op } = entry;
+  const ctx = resolveContext(entry, bySpanId);
+  const serviceName = keyString(entry.resource.flat['service.name']);
+  const agentName = view.str('gen_ai.agent.name') ?? ctx.agentName;
+  const agentId = view.str('gen_ai.agent.id') ?? ctx.agentId ?? agentName;
+
+  if (op !== undefined && AGENT_OPS.has(op)) return agentDetail(entry, parentContext(entry, bySpanId), ctx, serviceName);
+
+  if (op !== undefined && MODEL_OPS.has(op)) {
+    return {
+      source: 'agent',
+      type: EVENT_TYPE.modelCall,
+      taskId: ctx.taskId,
+      agentId,
+      agentName: agentName ?? serviceName,
+      model: modelInfo(view),
+      messages: attrMessages(view),
+    };
+  }
+
+  const fam = families(entry.own);
+  if ((op !== undefined && TOOL_OPS.has(op)) || view.str('mcp.method.name') === 'tools/call') {
+    const failed = shape.outcome === 'failure';
+    const tool = toolInfo(view, shape.name, failed, shape.statusCode === STATUS_CODE.error ? shape.statusMessage : undefined);
+    if (tool === undefined) throw new RecordError(`${path}.attributes`, 'tool span names no tool: set gen_ai.tool.name or mcp.tool.name');
+    // An MCP server's own span (kind SERVER without GenAI attributes) is the workload's view of the call.
+    const source: EventSource = shape.kind === SPAN_KIND.server && !fam.genAi ? 'workload' : 'agent';
+    return {
+      source,
+      type: EVENT_TYPE.toolCall,
+      taskId: ctx.taskId,
+      agentId,
+      agentName: agentName ?? (source === 'agent' ? serviceName : undefined),
+      action: `tool:${tool.name}`,
+      tool,
+    };
+  }
+
+  return otherSpanDetail(view, fam, shape.kind, { source: fam.genAi ? 'agent' : 'workload', type: EVENT_TYPE.processActivity, taskId: ctx.taskId, agentId, agentName });
+}
+
+/** `invoke_agent` / `create_agent`: a task start at the root, a delegation below another agent. */
+function agentDetail(entry: SpanEntry, parent: SpanContext, own: SpanContext, serviceName: string | undefined): SpanDetail {
+  const { view, op } = entry;
   const ownName = view.str('gen_ai.agent.name');
   const ownId = view.str('gen_ai.agent.id') ?? ownName;
   const ownTask = explicitTaskId(view);
-  const detail = { model: modelInfo(view), messages: attrMessages(view) };
+  const model = modelInfo(view);
+  const messages = attrMessages(view);
 
   if (parent.inAgent) {
     // Called from inside another agent's work: the event belongs to the calling agent and task.
-    return [
-      {
-        ...base,
-        ...detail,
-        type: EVENT_TYPE.agentDelegation,
-        task_id: parent.taskId ?? ownTask,
-        agent_id: parent.agentId,
-        agent_name: parent.agentName,
-        action: op === 'create_agent' ? 'agent:create' : 'agent:invoke',
-        delegation: {
-          to_agent_id: ownId,
-          to_agent_name: ownName ?? (ownId === undefined ? serviceName : undefined),
-          to_task_id: ownTask !== undefined && ownTask !== parent.taskId ? ownTask : undefined,
-        },
+    return {
+      source: 'agent',
+      type: EVENT_TYPE.agentDelegation,
+      taskId: parent.taskId ?? ownTask,
+      agentId: parent.agentId,
+      agentName: parent.agentName,
+      action: op === 'create_agent' ? 'agent:create' : 'agent:invoke',
+      model,
+      messages,
+      delegation: {
+        to_agent_id: ownId,
+        to_agent_name: ownName ?? (ownId === undefined ? serviceName : undefined),
+        to_task_id: ownTask !== undefined && ownTask !== parent.taskId ? ownTask : undefined,
       },
-    ];
+    };
   }
 
-  const agentName = ownName ?? serviceName;
-  if (op === 'create_agent') {
-    // Creating an agent definition at the top level starts no task; a task.started here would
-    // open a task that never ends.
-    return [{ ...base, ...detail, agent_name: agentName, action: 'agent:create' }];
-  }
-  const started: CanonicalEventInput = { ...base, ...detail, type: EVENT_TYPE.taskStarted, agent_name: agentName };
-  if (end === undefined) return [started];
-  const ended: CanonicalEventInput = {
-    ...base,
-    event_id: eventId('otlp-traces', traceId, spanId, 'end'),
-    type: EVENT_TYPE.taskEnded,
-    time: nsToMs(end),
-    end_time: undefined,
-    agent_name: agentName,
-    // The start event already carries the attributes and prompts; the end carries the outcome.
-    attributes: {},
-  };
-  return [started, ended];
+  const root = { source: 'agent' as const, taskId: own.taskId, agentId: ownId, agentName: ownName ?? serviceName, model, messages };
+  // Creating an agent definition at the top level starts no task; a task.started here would
+  // open a task that never ends.
+  if (op === 'create_agent') return { ...root, type: EVENT_TYPE.processActivity, action: 'agent:create' };
+  return { ...root, type: EVENT_TYPE.taskStarted };
 }
 
 /** Spans outside the GenAI conventions: outbound calls, data access, or plain activity. */
-function otherSpan(base: CanonicalEventInput, view: AttrView, fam: AttrFamilies, kind: number): CanonicalEventInput {
-  const source: EventSource = fam.genAi ? 'agent' : 'workload';
+function otherSpanDetail(view: AttrView, fam: AttrFamilies, kind: number, d: SpanDetail): SpanDetail {
   const serverAddress = view.first('network.peer.address', 'server.address');
   const port = count(view.get('server.port') ?? view.get('network.peer.port'));
-  const network =
-    serverAddress !== undefined || port !== undefined
-      ? {
-          dst_ip: serverAddress,
-          dst_port: port !== undefined && port <= 65535 ? port : undefined,
-          protocol: view.str('network.protocol.name') ?? (fam.http ? 'http' : undefined),
-          direction: kind === SPAN_KIND.client || kind === SPAN_KIND.producer ? ('outbound' as const) : kind === SPAN_KIND.server ? ('inbound' as const) : undefined,
-        }
-      : undefined;
+  if (serverAddress !== undefined || port !== undefined) {
+    d.network = {
+      dst_ip: serverAddress,
+      dst_port: port !== undefined && port <= 65535 ? port : undefined,
+      protocol: view.str('network.protocol.name') ?? (fam.http ? 'http' : undefined),
+      direction: kind === SPAN_KIND.client || kind === SPAN_KIND.producer ? 'outbound' : kind === SPAN_KIND.server ? 'inbound' : undefined,
+    };
+  }
 
-  const rpcSystem = view.str('rpc.system');
-  if (fam.aws || rpcSystem === 'aws-api') {
+  if (fam.aws || view.str('rpc.system') === 'aws-api') {
     const service = view.str('rpc.service');
     const method = view.str('rpc.method');
-    return {
-      ...base,
-      source,
-      type: EVENT_TYPE.resourceAccess,
-      // Lowercased service so the action reads like an IAM / CloudTrail action (`s3:GetObject`).
-      action: service !== undefined && method !== undefined ? `${service.toLowerCase()}:${method}` : undefined,
-      resources: awsResources(view),
-      network,
-    };
+    d.type = EVENT_TYPE.resourceAccess;
+    // Lowercased service so the action reads like an IAM / CloudTrail action (`s3:GetObject`).
+    if (service !== undefined && method !== undefined) d.action = `${service.toLowerCase()}:${method}`;
+    d.resources = awsResources(view);
+    return d;
   }
   if (fam.db) {
     const namespace = view.str('db.namespace');
     const collection = view.str('db.collection.name');
     const id = namespace !== undefined && collection !== undefined ? `${namespace}/${collection}` : (namespace ?? collection);
     const operation = view.str('db.operation.name');
-    return {
-      ...base,
-      source,
-      type: EVENT_TYPE.resourceAccess,
-      action: operation !== undefined ? `db:${operation}` : undefined,
-      resources: id !== undefined ? [{ type: 'db', id }] : [],
-      network,
-    };
+    d.type = EVENT_TYPE.resourceAccess;
+    if (operation !== undefined) d.action = `db:${operation}`;
+    if (id !== undefined) d.resources = [{ type: 'db', id }];
+    return d;
   }
   if (kind === SPAN_KIND.client && (fam.http || serverAddress !== undefined)) {
     const url = view.str('url.full');
     const method = view.str('http.request.method');
-    return {
-      ...base,
-      source,
-      type: EVENT_TYPE.networkActivity,
-      action: method !== undefined ? `http:${method}` : undefined,
-      resources: url !== undefined ? [{ type: 'url', id: url }] : [],
-      network,
-    };
+    d.type = EVENT_TYPE.networkActivity;
+    if (method !== undefined) d.action = `http:${method}`;
+    if (url !== undefined) d.resources = [{ type: 'url', id: url }];
+    return d;
   }
-  return { ...base, source, type: EVENT_TYPE.processActivity };
+  return d;
 }
 
 function awsResources(view: AttrView): ResourceRef[] {
@@ -787,41 +828,41 @@ function awsResources(view: AttrView): ResourceRef[] {
 function walkRequest(
   request: Record<string, unknown>,
   keys: { resource: string; scope: string; records: string },
-  b: ResultBuilder,
+  reject: (index: number, field: string, reason: string) => void,
   nextIndex: () => number,
   onRecord: (record: unknown, path: string, index: number, scopeName: string | undefined, resource: ResourceContext) => void,
 ): void {
   const resources = request[keys.resource];
   if (resources === undefined || resources === null) return;
   if (!Array.isArray(resources)) {
-    b.reject(nextIndex(), keys.resource, `expected an array, got ${typeName(resources)}`);
+    reject(nextIndex(), keys.resource, `expected an array, got ${typeName(resources)}`);
     return;
   }
   for (let i = 0; i < resources.length; i++) {
     const rPath = `${keys.resource}[${i}]`;
     const r: unknown = resources[i];
     if (!isPlainObject(r)) {
-      b.reject(nextIndex(), rPath, `expected an object, got ${typeName(r)}`);
+      reject(nextIndex(), rPath, `expected an object, got ${typeName(r)}`);
       continue;
     }
     const resource = readResource(r, rPath);
     const scopes = r[keys.scope];
     if (scopes === undefined || scopes === null) continue;
     if (!Array.isArray(scopes)) {
-      b.reject(nextIndex(), `${rPath}.${keys.scope}`, `expected an array, got ${typeName(scopes)}`);
+      reject(nextIndex(), `${rPath}.${keys.scope}`, `expected an array, got ${typeName(scopes)}`);
       continue;
     }
     for (let j = 0; j < scopes.length; j++) {
       const sPath = `${rPath}.${keys.scope}[${j}]`;
       const s: unknown = scopes[j];
       if (!isPlainObject(s)) {
-        b.reject(nextIndex(), sPath, `expected an object, got ${typeName(s)}`);
+        reject(nextIndex(), sPath, `expected an object, got ${typeName(s)}`);
         continue;
       }
       const records = s[keys.records];
       if (records === undefined || records === null) continue;
       if (!Array.isArray(records)) {
-        b.reject(nextIndex(), `${sPath}.${keys.records}`, `expected an array, got ${typeName(records)}`);
+        reject(nextIndex(), `${sPath}.${keys.records}`, `expected an array, got ${typeName(records)}`);
         continue;
       }
       const scope = s['scope'];
@@ -840,10 +881,14 @@ function parseTraces(body: Buffer, contentType: string): AdapterResult {
       b.reject(nextIndex(), '', frame.error);
       continue;
     }
-    // Pass 1: read every span, so a span's parent can be found whatever the order.
-    const entries: SpanEntry[] = [];
+    // Pass 1: read every span, so a span's parent can be found whatever the order. Container
+    // rejections wait for pass 2 too, so rejections come out in index order.
+    const entries: Array<SpanEntry | { index: number; field: string; reason: string }> = [];
     const bySpanId = new Map<string, SpanEntry>();
-    walkRequest(frame.value, { resource: 'resourceSpans', scope: 'scopeSpans', records: 'spans' }, b, nextIndex, (span, path, i, scopeName, resource) => {
+    const reject = (index: number, field: string, reason: string): void => {
+      entries.push({ index, field, reason });
+    };
+    walkRequest(frame.value, { resource: 'resourceSpans', scope: 'scopeSpans', records: 'spans' }, reject, nextIndex, (span, path, i, scopeName, resource) => {
       const own: Attrs = {};
       const entry: SpanEntry = {
         index: i,
@@ -863,8 +908,9 @@ function parseTraces(body: Buffer, contentType: string): AdapterResult {
         if (!isPlainObject(span)) throw new RecordError(path, `expected a span object, got ${typeName(span)}`);
         entry.span = span;
         readSpan(entry);
-        // A duplicated span id keeps its first span as the parent candidate.
-        if (!bySpanId.has(entry.spanId)) bySpanId.set(entry.spanId, entry);
+        // Keyed by trace and span id; a duplicated span id keeps its first span as the parent candidate.
+        const key = entry.traceId + entry.spanId;
+        if (!bySpanId.has(key)) bySpanId.set(key, entry);
       } catch (err) {
         entry.error = err instanceof RecordError ? err : new RecordError('', err instanceof Error ? err.message : String(err));
       }
@@ -872,6 +918,10 @@ function parseTraces(body: Buffer, contentType: string): AdapterResult {
     });
     // Pass 2: map in document order.
     for (const entry of entries) {
+      if ('reason' in entry) {
+        b.reject(entry.index, entry.field, entry.reason);
+        continue;
+      }
       b.record(entry.index, () => {
         if (entry.error !== undefined) throw entry.error;
         return mapSpan(entry, bySpanId);
@@ -1008,7 +1058,7 @@ function parseLogs(body: Buffer, contentType: string): AdapterResult {
       b.reject(nextIndex(), '', frame.error);
       continue;
     }
-    walkRequest(frame.value, { resource: 'resourceLogs', scope: 'scopeLogs', records: 'logRecords' }, b, nextIndex, (record, path, i, scopeName, resource) => {
+    walkRequest(frame.value, { resource: 'resourceLogs', scope: 'scopeLogs', records: 'logRecords' }, (i, field, reason) => b.reject(i, field, reason), nextIndex, (record, path, i, scopeName, resource) => {
       b.record(i, () => mapLogRecord(record, path, scopeName, resource));
     });
   }

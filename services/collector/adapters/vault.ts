@@ -79,7 +79,6 @@ export const vaultAdapter: Adapter = {
 interface EntryContext {
   time: number;
   requestId: string;
-  operation: string;
   path: string;
   failed: boolean;
   auth: Record<string, unknown>;
@@ -140,7 +139,7 @@ function entryContext(e: Record<string, unknown>): EntryContext {
 
   const attributes: Record<string, unknown> = {};
   flattenInto('', e, attributes);
-  const reqData = read.optObj(req['data'], 'request.data');
+  const reqData = optObjLenient(req['data']);
   if (reqData) attributes['request.data_keys'] = Object.keys(reqData).sort();
   const respData = optObjLenient(resp['data']);
   if (respData) attributes['response.data_keys'] = Object.keys(respData).sort();
@@ -164,7 +163,7 @@ function entryContext(e: Record<string, unknown>): EntryContext {
     user_agent: userAgent(req['headers']),
     attributes,
   };
-  return { time, requestId, operation, path, failed: error !== undefined, auth, req, resp, base };
+  return { time, requestId, path, failed: error !== undefined, auth, req, resp, base };
 }
 
 /**

@@ -1,0 +1,513 @@
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { z } from 'zod';
+import type { Config } from '../../shared/config.ts';
+import { BackpressureError, RuntrailError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { TABLE } from '../../shared/names.ts';
+import { ADAPTERS } from '../collector/adapters/index.ts';
+import { createPipeline, type Pipeline } from '../pipeline.ts';
+import { generateTraffic, type GeneratedBody, type TrafficStats } from './generator.ts';
+
+/**
+ * `runtrail bench`: pushes generated, realistic mixed traffic (see generator.ts) through the
+ * embedded pipeline and measures it end to end, from the collector's parser to rows stored in
+ * ClickHouse.
+ *
+ * What is timed: for every body, the adapter's parse and `Ingestor.publish` (the work the HTTP
+ * collector does per request, minus HTTP), with `concurrency` bodies in flight, then
+ * `drain(true)`, which returns once every event is correlated, stored and evaluated. Generating
+ * the bodies is not timed. Arrival-to-stored latency comes from the stored rows themselves
+ * (`stored_at` is set by ClickHouse at insert, `ingested_at` by the ingestor at publish), so it
+ * is exact per event rather than bucketed.
+ *
+ * Memory: RSS is sampled every 100 ms; in addition, once everything is consumed but before the
+ * final drain closes the open tasks, the process is garbage-collected and measured, which gives
+ * the memory held per open task. That pause is excluded from the elapsed time.
+ */
+
+/** What to run. */
+export interface BenchOptions {
+  /** Base configuration; `dataDir` is replaced by the bench's own directory. */
+  cfg: Readonly<Config>;
+  log: Logger;
+  /** Canonical events to generate (tasks and noise). */
+  events: number;
+  /** Agent tasks in flight at once in the simulated fleet. */
+  tasks: number;
+  eventsPerTask: number;
+  /** Bodies parsed and published concurrently. */
+  concurrency: number;
+  seed: number;
+  /** Share of events that are unattributed noise. Default 0.05. */
+  noiseRatio?: number;
+  /**
+   * `live` (default): durable, fsync'd write-ahead log and wall-clock grace, as `runtrail start`
+   * runs. `replay`: no log, event time only, as `runtrail replay` runs.
+   */
+  mode: 'live' | 'replay';
+  /** Data directory to use (must be empty or absent); default a fresh temporary one. */
+  dataDir?: string;
+  /** Keep the data directory afterwards. A directory given in `dataDir` is always kept. */
+  keep: boolean;
+  /** Called about once a second while the timed part runs. */
+  onProgress?: (p: BenchProgress) => void;
+  /** Called with one-line notes on what the bench is doing (generation, measurement). */
+  onPhase?: (message: string) => void;
+  /**
+   * Write a V8 CPU profile of the timed part only (not generation) to this file. The memory
+   * measurement at idle then skips its forced GC, so the profile's GC share stays honest.
+   */
+  cpuProfile?: string;
+}
+
+/** A progress sample. */
+export interface BenchProgress {
+  elapsedS: number;
+  published: number;
+  stored: number;
+  /** Events/s over the last interval, by publish and by storage. */
+  publishRate: number;
+  storeRate: number;
+  openTasks: number;
+  pending: number;
+  /** Messages published to the ingest topics but not yet consumed by the correlator. */
+  ingestLag: number;
+  /** Messages the in-process bus holds in memory, all topics (consumed but not committed included). */
+  busRetained: number;
+  rssMb: number;
+}
+
+/** Everything measured. All `*_mb` are MiB. */
+export interface BenchResult {
+  events: number;
+  elapsed_s: number;
+  events_per_s: number;
+  /** Arrival (publish) to stored, from the stored rows, ms. */
+  p50_ms: number;
+  p99_ms: number;
+  max_ms: number;
+  /** Peak resident set size over the run (sampled every 100 ms). */
+  rss_mb: number;
+  peak_open_tasks: number;
+  mode: 'embedded';
+  bus: 'live' | 'replay';
+  scale: {
+    tasks: number;
+    events_per_task: number;
+    concurrency: number;
+    seed: number;
+    noise_ratio: number;
+  };
+  /** Phases of the timed part, seconds. */
+  timing: {
+    /** Time spent inside adapters' parse (CPU, same thread as the pipeline). */
+    parse_s: number;
+    /** First parse to last publish. */
+    publish_done_s: number;
+    generate_s: number;
+  };
+  input: {
+    bodies: number;
+    bytes: number;
+    records: number;
+    rejected: number;
+    tasks_generated: number;
+    event_time_span_s: number;
+    by_kind: { agent: number; cloudtrail: number; vault: number; noise: number };
+  };
+  stored: {
+    /** Distinct event ids in the events table after the run. */
+    events: number;
+    rows: number;
+  };
+  pipeline: {
+    peak_pending: number;
+    peak_ingest_lag: number;
+    /** Most messages the in-process bus held in memory at once, all topics, sampled each second. */
+    peak_bus_retained: number;
+    backpressure_retries: number;
+    resolved: Record<string, number>;
+    pending_evicted: number;
+    tasks_evicted: number;
+    late_events: number;
+  };
+  memory: {
+    /** After the pipeline started (before generation), after a full GC. */
+    baseline_rss_mb: number;
+    baseline_heap_mb: number;
+    /** Generated bodies held before the timed part. */
+    bodies_mb: number;
+    /** Everything consumed, tasks still open, after a full GC. */
+    idle_rss_mb: number;
+    idle_heap_mb: number;
+    idle_open_tasks: number;
+    /** (idle - baseline) / idle open tasks; null when no task was open. */
+    rss_bytes_per_open_task: number | null;
+    heap_bytes_per_open_task: number | null;
+    /** After the final drain closed every task, after a full GC. */
+    final_rss_mb: number;
+    final_heap_mb: number;
+    peak_heap_mb: number;
+  };
+  data_dir: string | null;
+}
+
+const MB = 1024 * 1024;
+
+const LatencyRowSchema = z.object({
+  n: z.coerce.number(),
+  uniq_events: z.coerce.number(),
+  p50: z.coerce.number(),
+  p99: z.coerce.number(),
+  max: z.coerce.number(),
+});
+
+const BUS_BACKLOG_LINE = /^runtrail_bus_backlog_messages\{topic="[^"]*"\} (\d+)$/gm;
+
+/**
+ * Messages the in-process bus holds in memory. Only its metrics gauge exposes this (the Bus
+ * interface has no such method), so the registry is rendered and the gauge's lines summed.
+ */
+function busRetained(pipeline: Pipeline): number {
+  let n = 0;
+  for (const m of pipeline.metrics.render().matchAll(BUS_BACKLOG_LINE)) n += Number(m[1]);
+  return n;
+}
+
+/**
+ * A full garbage collection, for memory figures that count live data rather than garbage waiting
+ * for the next cycle. `--expose-gc` cannot be passed through `npm run bench`, so the flag is set
+ * at run time; V8 then exposes `gc` in newly created contexts.
+ */
+function fullGc(): void {
+  setFlagsFromString('--expose-gc');
+  const gc: unknown = runInNewContext('gc');
+  if (typeof gc === 'function') (gc as () => void)();
+}
+
+/** A CPU profile of part of the run, through the inspector (so generation can be left out). */
+class CpuProfiler {
+  private readonly session = new Session();
+
+  private post(method: string, params: Record<string, unknown> = {}): Promise<unknown> {
+    return new Promise((resolve, reject) => this.session.post(method, params, (err, res) => (err ? reject(err) : resolve(res))));
+  }
+
+  async start(): Promise<void> {
+    this.session.connect();
+    await this.post('Profiler.enable');
+    await this.post('Profiler.start');
+  }
+
+  /** Stops and writes the profile as `.cpuprofile` JSON (what `node --cpu-prof` writes). */
+  async stop(file: string): Promise<void> {
+    const res = await this.post('Profiler.stop');
+    const profile = res !== null && typeof res === 'object' && 'profile' in res ? res.profile : undefined;
+    writeFileSync(file, JSON.stringify(profile));
+    this.session.disconnect();
+  }
+}
+
+/** Runs the benchmark. Throws when an input is rejected or events go missing. */
+export async function runBench(opts: BenchOptions): Promise<BenchResult> {
+  const phase = opts.onPhase ?? (() => undefined);
+  const ownDir = opts.dataDir === undefined;
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'runtrail-bench-'));
+  if (!ownDir) {
+    if (existsSync(dataDir) && readdirSync(dataDir).length > 0) {
+      throw new BenchSetupError(`data directory ${dataDir} is not empty; the benchmark needs an empty store (omit --data for a temporary one)`);
+    }
+    mkdirSync(dataDir, { recursive: true });
+  }
+  const cfg: Readonly<Config> = { ...opts.cfg, dataDir };
+  const noiseRatio = opts.noiseRatio ?? 0.05;
+  let pipeline: Pipeline | undefined;
+  try {
+    pipeline = await createPipeline({ cfg, log: opts.log, mode: opts.mode });
+    fullGc();
+    const base = process.memoryUsage();
+
+    phase(`generating ${opts.events.toLocaleString('en-US')} events (${opts.tasks.toLocaleString('en-US')} tasks open at once, seed ${opts.seed})`);
+    const genStart = performance.now();
+    // Event times end about now; they only need to lie inside the store's retention window.
+    const traffic = generateTraffic({
+      seed: opts.seed,
+      openTasks: opts.tasks,
+      eventsPerTask: opts.eventsPerTask,
+      totalEvents: opts.events,
+      noiseRatio,
+      startTime: Math.floor(Date.now() / 1000) * 1000 - 3_600_000,
+    });
+    const generateS = (performance.now() - genStart) / 1000;
+    phase(
+      `generated ${traffic.stats.bodies.toLocaleString('en-US')} bodies, ${(traffic.stats.bytes / MB).toFixed(0)} MiB, ` +
+        `${traffic.stats.events.toLocaleString('en-US')} events in ${generateS.toFixed(1)} s; running the pipeline (${opts.mode})`,
+    );
+    const result = await measure(pipeline, traffic.bodies, traffic.stats, opts, base, generateS, noiseRatio);
+    await pipeline.shutdown();
+    pipeline = undefined;
+    return { ...result, data_dir: ownDir && !opts.keep ? null : dataDir };
+  } finally {
+    if (pipeline) await pipeline.shutdown().catch(() => undefined);
+    if (ownDir && !opts.keep) rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** The bench cannot start as asked (e.g. a data directory that is not empty). */
+export class BenchSetupError extends RuntrailError {
+  constructor(message: string) {
+    super('bench_setup', message);
+  }
+}
+
+async function measure(
+  pipeline: Pipeline,
+  bodies: Array<GeneratedBody | undefined>,
+  stats: TrafficStats,
+  opts: BenchOptions,
+  base: NodeJS.MemoryUsage,
+  generateS: number,
+  noiseRatio: number,
+): Promise<Omit<BenchResult, 'data_dir'>> {
+  const correlator = pipeline.correlator.correlator;
+  const storedCounter = pipeline.metrics.counter('runtrail_storage_rows_written_total', 'Rows stored, by table.');
+  const storedEvents = (): number => storedCounter.get({ table: TABLE.events });
+
+  let published = 0;
+  let parseMs = 0;
+  let rejected = 0;
+  let backpressureRetries = 0;
+  const peaks = { rss: process.memoryUsage.rss(), heap: 0, openTasks: 0, pending: 0, ingestLag: 0, busRetained: 0 };
+  let sampling = true;
+
+  // Sampling runs on timers, so it sees the process between bodies (a parse is tens of ms at most).
+  const sampler = setInterval(() => {
+    const rss = process.memoryUsage.rss();
+    if (rss > peaks.rss) peaks.rss = rss;
+    if (correlator.openTaskCount > peaks.openTasks) peaks.openTasks = correlator.openTaskCount;
+    if (correlator.pendingCount > peaks.pending) peaks.pending = correlator.pendingCount;
+    void pipeline.correlator.lag().then((lag) => {
+      if (lag > peaks.ingestLag) peaks.ingestLag = lag;
+    });
+  }, 100);
+  const profiler = opts.cpuProfile === undefined ? undefined : new CpuProfiler();
+  await profiler?.start();
+  const t0 = performance.now();
+  let last = { t: t0, published: 0, stored: 0 };
+  const progress = setInterval(() => {
+    const heap = process.memoryUsage().heapUsed;
+    if (heap > peaks.heap) peaks.heap = heap;
+    const retained = busRetained(pipeline);
+    if (retained > peaks.busRetained) peaks.busRetained = retained;
+    if (!sampling || !opts.onProgress) return;
+    const now = performance.now();
+    const stored = storedEvents();
+    const dt = Math.max(1e-3, (now - last.t) / 1000);
+    const sample = {
+      elapsedS: (now - t0) / 1000,
+      published,
+      stored,
+      publishRate: (published - last.published) / dt,
+      storeRate: (stored - last.stored) / dt,
+      openTasks: correlator.openTaskCount,
+      pending: correlator.pendingCount,
+      busRetained: retained,
+      rssMb: process.memoryUsage.rss() / MB,
+    };
+    last = { t: now, published, stored };
+    void pipeline.correlator.lag().then((ingestLag) => opts.onProgress?.({ ...sample, ingestLag }));
+  }, 1000);
+
+  let idleAt = 0;
+  let finalStart = 0;
+  let publishDone = 0;
+  let idle = { rss: 0, heap: 0, openTasks: 0 };
+  try {
+    let next = 0;
+    let failed = false;
+    const worker = async (): Promise<void> => {
+      for (;;) {
+        const i = next++;
+        if (failed || i >= bodies.length) return;
+        const b = bodies[i] as GeneratedBody;
+        // Drop the bench's reference: a shipper's body is gone once the collector has it.
+        bodies[i] = undefined;
+        const p0 = performance.now();
+        const parsed = ADAPTERS[b.format].parse(b.body, b.contentType);
+        parseMs += performance.now() - p0;
+        rejected += parsed.rejected.length;
+        if (parsed.events.length !== b.events || parsed.rejected.length > 0) {
+          const first = parsed.rejected[0];
+          throw new Error(
+            `generated ${b.format} body ${i} produced ${parsed.events.length} events, expected ${b.events}` +
+              (first ? ` (record ${first.index}: ${first.field ? `field \`${first.field}\`: ` : ''}${first.reason})` : ''),
+          );
+        }
+        for (;;) {
+          try {
+            await pipeline.ingestor.publish(parsed.events);
+            break;
+          } catch (err) {
+            // The collector answers 503 + Retry-After here; a shipper re-sends. Same wait, shorter.
+            if (!(err instanceof BackpressureError)) throw err;
+            backpressureRetries++;
+            await sleep(20);
+          }
+        }
+        published += parsed.events.length;
+        // Let timers and storage callbacks run between bodies, as they do between HTTP requests.
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    };
+    // One failing worker stops the others, so the error surfaces without publishing the rest.
+    const guarded = (): Promise<void> =>
+      worker().catch((err: unknown) => {
+        failed = true;
+        throw err;
+      });
+    await Promise.all(Array.from({ length: Math.max(1, opts.concurrency) }, guarded));
+    publishDone = performance.now();
+    await pipeline.drain(false);
+    idleAt = performance.now();
+
+    // Everything is consumed and stored; tasks not yet past their linger are still open. Measure
+    // what they hold. The pipeline has no work now, so pausing here does not change the result.
+    sampling = false;
+    opts.onPhase?.(`all events consumed; measuring memory with ${correlator.openTaskCount.toLocaleString('en-US')} tasks open`);
+    if (!profiler) fullGc();
+    const m = process.memoryUsage();
+    idle = { rss: m.rss, heap: m.heapUsed, openTasks: correlator.openTaskCount };
+    if (m.rss > peaks.rss) peaks.rss = m.rss;
+    sampling = true;
+
+    finalStart = performance.now();
+    await pipeline.drain(true);
+  } finally {
+    clearInterval(sampler);
+    clearInterval(progress);
+  }
+  const end = performance.now();
+  if (profiler && opts.cpuProfile !== undefined) {
+    await profiler.stop(opts.cpuProfile);
+    opts.onPhase?.(`CPU profile of the timed part written to ${opts.cpuProfile}`);
+  }
+  const elapsedS = (idleAt - t0 + (end - finalStart)) / 1000;
+
+  const latency = await storedLatency(pipeline);
+  fullGc();
+  const fin = process.memoryUsage();
+  const events = published;
+  if (latency.uniq_events !== events) {
+    opts.onPhase?.(`warning: ${events} events published but ${latency.uniq_events} distinct events stored`);
+  }
+  const perTask = (now: number, before: number): number | null => (idle.openTasks > 0 ? Math.round((now - before) / idle.openTasks) : null);
+  const s = correlator.stats;
+  return {
+    events,
+    elapsed_s: round(elapsedS, 3),
+    events_per_s: Math.round(events / Math.max(elapsedS, 1e-3)),
+    p50_ms: latency.p50,
+    p99_ms: latency.p99,
+    max_ms: latency.max,
+    rss_mb: round(peaks.rss / MB, 1),
+    peak_open_tasks: peaks.openTasks,
+    mode: 'embedded',
+    bus: opts.mode,
+    scale: { tasks: opts.tasks, events_per_task: opts.eventsPerTask, concurrency: opts.concurrency, seed: opts.seed, noise_ratio: noiseRatio },
+    timing: { parse_s: round(parseMs / 1000, 3), publish_done_s: round((publishDone - t0) / 1000, 3), generate_s: round(generateS, 3) },
+    input: {
+      bodies: stats.bodies,
+      bytes: stats.bytes,
+      records: stats.records,
+      rejected,
+      tasks_generated: stats.tasks,
+      event_time_span_s: round(stats.spanMs / 1000, 1),
+      by_kind: { agent: stats.agentEvents, cloudtrail: stats.cloudtrailEvents, vault: stats.vaultEvents, noise: stats.noiseEvents },
+    },
+    stored: { events: latency.uniq_events, rows: latency.n },
+    pipeline: {
+      peak_pending: peaks.pending,
+      peak_ingest_lag: peaks.ingestLag,
+      peak_bus_retained: peaks.busRetained,
+      backpressure_retries: backpressureRetries,
+      resolved: { ...s.resolved },
+      pending_evicted: s.pendingEvicted,
+      tasks_evicted: s.tasksEvicted,
+      late_events: s.lateEvents,
+    },
+    memory: {
+      baseline_rss_mb: round(base.rss / MB, 1),
+      baseline_heap_mb: round(base.heapUsed / MB, 1),
+      bodies_mb: round(stats.bytes / MB, 1),
+      idle_rss_mb: round(idle.rss / MB, 1),
+      idle_heap_mb: round(idle.heap / MB, 1),
+      idle_open_tasks: idle.openTasks,
+      rss_bytes_per_open_task: perTask(idle.rss, base.rss),
+      heap_bytes_per_open_task: perTask(idle.heap, base.heapUsed),
+      final_rss_mb: round(fin.rss / MB, 1),
+      final_heap_mb: round(fin.heapUsed / MB, 1),
+      peak_heap_mb: round(peaks.heap / MB, 1),
+    },
+  };
+}
+
+/** Arrival-to-stored latency over every stored event: `stored_at` (insert time) - `ingested_at`. */
+async function storedLatency(pipeline: Pipeline): Promise<z.infer<typeof LatencyRowSchema>> {
+  const rows = await pipeline.store.querySql(
+    `SELECT count() AS n, uniqExact(event_id) AS uniq_events,
+            quantileExact(0.5)(d) AS p50, quantileExact(0.99)(d) AS p99, max(d) AS max
+     FROM (SELECT event_id, toUnixTimestamp64Milli(stored_at) - toUnixTimestamp64Milli(ingested_at) AS d FROM ${TABLE.events})`,
+    {},
+    { maxRows: 1, maxSeconds: 120 },
+  );
+  return LatencyRowSchema.parse(rows[0]);
+}
+
+function round(v: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(v * f) / f;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** The human-readable table printed before the JSON line. */
+export function formatBenchTable(r: BenchResult): string {
+  const n = (v: number) => v.toLocaleString('en-US');
+  const rows: Array<[string, string]> = [
+    ['mode', `embedded, bus ${r.bus === 'live' ? 'live (fsync\'d write-ahead log)' : 'replay (in memory)'}`],
+    ['scale', `${n(r.scale.tasks)} tasks open, ${r.scale.events_per_task} events/task, concurrency ${r.scale.concurrency}, seed ${r.scale.seed}`],
+    ['input', `${n(r.input.bodies)} bodies, ${(r.input.bytes / MB).toFixed(0)} MiB, ${n(r.input.records)} records, ${r.input.event_time_span_s} s of event time`],
+    ['events', `${n(r.events)} (agent ${n(r.input.by_kind.agent)}, cloudtrail ${n(r.input.by_kind.cloudtrail)}, vault ${n(r.input.by_kind.vault)}, noise ${n(r.input.by_kind.noise)})`],
+    ['stored', `${n(r.stored.events)} distinct events`],
+    ['elapsed', `${r.elapsed_s.toFixed(2)} s (all published at ${r.timing.publish_done_s.toFixed(2)} s; parsing ${r.timing.parse_s.toFixed(2)} s)`],
+    ['throughput', `${n(r.events_per_s)} events/s end to end (parse to stored)`],
+    ['arrival->stored', `p50 ${n(r.p50_ms)} ms, p99 ${n(r.p99_ms)} ms, max ${n(r.max_ms)} ms`],
+    ['peak RSS', `${n(r.rss_mb)} MiB (baseline ${n(r.memory.baseline_rss_mb)} MiB, bodies ${n(r.memory.bodies_mb)} MiB); peak heap ${n(r.memory.peak_heap_mb)} MiB`],
+    ['open tasks', `peak ${n(r.peak_open_tasks)}; ${n(r.memory.idle_open_tasks)} open at idle`],
+    [
+      'per open task',
+      r.memory.rss_bytes_per_open_task === null
+        ? 'n/a (no task open at idle)'
+        : `${n(r.memory.rss_bytes_per_open_task)} B RSS, ${n(r.memory.heap_bytes_per_open_task ?? 0)} B heap (idle RSS ${n(r.memory.idle_rss_mb)} MiB, heap ${n(r.memory.idle_heap_mb)} MiB)`,
+    ],
+    ['after close', `RSS ${n(r.memory.final_rss_mb)} MiB, heap ${n(r.memory.final_heap_mb)} MiB`],
+    [
+      'pending',
+      `peak ${n(r.pipeline.peak_pending)} unresolved; peak ingest lag ${n(r.pipeline.peak_ingest_lag)}; ` +
+        `peak bus retained ${n(r.pipeline.peak_bus_retained)} messages; backpressure retries ${n(r.pipeline.backpressure_retries)}`,
+    ],
+    ['attribution', Object.entries(r.pipeline.resolved).map(([k, v]) => `${k} ${n(v)}`).join(', ')],
+    ['evicted', `pending ${n(r.pipeline.pending_evicted)}, tasks ${n(r.pipeline.tasks_evicted)}; late events ${n(r.pipeline.late_events)}`],
+    ['generation', `${r.timing.generate_s.toFixed(1)} s (not timed)`],
+  ];
+  if (r.data_dir) rows.push(['data kept in', r.data_dir]);
+  const w = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
+}

@@ -1,0 +1,133 @@
+import { createRootLogger } from '../../shared/logger.ts';
+import { BenchSetupError, formatBenchTable, runBench } from '../bench/bench.ts';
+import { MIN_EVENTS_PER_TASK } from '../bench/generator.ts';
+import { COMMON_HELP, UsageError, configFromArgs, int, str, type Command, type ParsedArgs } from './command.ts';
+
+/**
+ * Defaults sized so a run takes about 30-60 s (generation included) on a 2-core machine at the
+ * pipeline's current speed (~8 000 events/s); raise `events` as the pipeline gets faster.
+ */
+const DEFAULTS = {
+  events: 300_000,
+  tasks: 5_000,
+  eventsPerTask: 20,
+  concurrency: 4,
+  seed: 1,
+} as const;
+
+function intIn(args: ParsedArgs, name: string, min: number, max: number, fallback: number): number {
+  const v = int(args, name) ?? fallback;
+  if (v < min || v > max) throw new UsageError(`--${name}: expected an integer from ${min.toLocaleString('en-US')} to ${max.toLocaleString('en-US')}, got ${v}`);
+  return v;
+}
+
+/** `runtrail bench`: throughput, latency and memory of the embedded pipeline on generated traffic. */
+export const benchCommand: Command = {
+  name: 'bench',
+  summary: 'benchmark the embedded pipeline on generated agent, CloudTrail and Vault traffic',
+  help: `Usage: runtrail bench [options]
+
+Generates realistic mixed traffic (deterministic for a seed): agent tasks as OTLP/JSON trace
+exports (invoke_agent, chat and execute_tool spans), STS AssumeRole and resource calls as
+CloudTrail files, Vault audit logins and KV reads, plus unattributed noise from long-lived IAM
+keys. Then pushes it through the embedded pipeline in a fresh data directory, timing collector
+parsing, the bus, correlation, detection and storage until every event is stored.
+
+Prints progress on stderr every second, a table on stdout, and as the last line one JSON object
+(events, elapsed_s, events_per_s, p50_ms, p99_ms, rss_mb, peak_open_tasks, mode, scale, ...).
+
+Options:
+      --events N            events to generate (default ${DEFAULTS.events.toLocaleString('en-US')}, or enough for
+                            --tasks x --events-per-task plus noise when that is more)
+      --tasks N             agent tasks open at once (default ${DEFAULTS.tasks.toLocaleString('en-US')}); e.g. 100000 for
+                            the memory scenario
+      --events-per-task N   events per agent task, noise excluded (default ${DEFAULTS.eventsPerTask}, at least ${MIN_EVENTS_PER_TASK})
+      --concurrency N       request bodies parsed and published at once (default ${DEFAULTS.concurrency})
+      --seed N              generator seed (default ${DEFAULTS.seed})
+      --noise RATIO         share of events that are unattributed noise, 0-0.9 (default 0.05)
+      --mode MODE           live: fsync'd write-ahead log and wall-clock grace, as \`runtrail start\`
+                            (default); replay: no log, event time only, as \`runtrail replay\`
+      --keep                keep the temporary data directory (path printed at the end)
+      --cpu-prof FILE       write a V8 CPU profile of the timed part to FILE; summarise it with
+                            node --import tsx services/bench/cpuprofile-summary.ts FILE
+  -q, --quiet               no progress lines
+${COMMON_HELP}
+
+With --data DIR the directory must be empty or absent, and it is kept. Without it a temporary
+directory is used and deleted afterwards unless --keep.
+
+Examples:
+  runtrail bench
+  runtrail bench --tasks 100000 --events 2000000
+  runtrail bench --mode replay --events 500000 --seed 7 | tail -n 1 | jq .events_per_s`,
+  options: {
+    events: { type: 'string' },
+    tasks: { type: 'string' },
+    'events-per-task': { type: 'string' },
+    concurrency: { type: 'string' },
+    seed: { type: 'string' },
+    noise: { type: 'string' },
+    mode: { type: 'string' },
+    keep: { type: 'boolean' },
+    'cpu-prof': { type: 'string' },
+    quiet: { type: 'boolean', short: 'q' },
+  },
+  allowPositionals: false,
+  async run(args, io) {
+    const tasks = intIn(args, 'tasks', 1, 10_000_000, DEFAULTS.tasks);
+    const eventsPerTask = intIn(args, 'events-per-task', MIN_EVENTS_PER_TASK, 100_000, DEFAULTS.eventsPerTask);
+    const noiseArg = str(args, 'noise');
+    const noiseRatio = noiseArg === undefined ? 0.05 : Number(noiseArg);
+    if (!Number.isFinite(noiseRatio) || noiseRatio < 0 || noiseRatio > 0.9) throw new UsageError(`--noise: expected a number from 0 to 0.9, got "${noiseArg}"`);
+    // Enough events for every one of --tasks to start: their own events plus the noise around them.
+    const fleetEvents = Math.ceil((tasks * eventsPerTask) / (1 - noiseRatio));
+    const explicitEvents = int(args, 'events');
+    const events = intIn(args, 'events', 1, 1_000_000_000, Math.max(DEFAULTS.events, fleetEvents));
+    const concurrency = intIn(args, 'concurrency', 1, 1024, DEFAULTS.concurrency);
+    const seed = intIn(args, 'seed', 0, 0xffffffff, DEFAULTS.seed);
+    const modeArg = str(args, 'mode') ?? 'live';
+    if (modeArg !== 'live' && modeArg !== 'replay') throw new UsageError(`--mode: expected live or replay, got "${modeArg}"`);
+    if (explicitEvents !== undefined && explicitEvents < fleetEvents) {
+      io.err(`runtrail bench: note: --events ${explicitEvents} is less than --tasks x --events-per-task plus noise (${fleetEvents}); fewer than ${tasks} tasks will be open at once\n`);
+    }
+
+    const cfg = configFromArgs(args);
+    const log = createRootLogger(str(args, 'log-level') ?? 'warn');
+    const quiet = args.values.quiet === true;
+    const n = (v: number) => Math.round(v).toLocaleString('en-US');
+    try {
+      const result = await runBench({
+        cfg,
+        log,
+        events,
+        tasks,
+        eventsPerTask,
+        concurrency,
+        seed,
+        noiseRatio,
+        mode: modeArg,
+        // Only an explicit --data: a data directory from the config or environment may hold real data.
+        dataDir: str(args, 'data'),
+        keep: args.values.keep === true,
+        cpuProfile: str(args, 'cpu-prof'),
+        onPhase: quiet ? undefined : (m) => io.err(`bench: ${m}\n`),
+        onProgress: quiet
+          ? undefined
+          : (p) =>
+              io.err(
+                `bench: ${p.elapsedS.toFixed(0).padStart(4)} s  published ${n(p.published)} (${n(p.publishRate)}/s)  ` +
+                  `stored ${n(p.stored)} (${n(p.storeRate)}/s)  open tasks ${n(p.openTasks)}  pending ${n(p.pending)}  ` +
+                  `lag ${n(p.ingestLag)}  bus held ${n(p.busRetained)}  rss ${n(p.rssMb)} MiB\n`,
+              ),
+      });
+      io.out(`${formatBenchTable(result)}\n`);
+      io.out(`${JSON.stringify(result)}\n`);
+      return 0;
+    } catch (err) {
+      if (err instanceof BenchSetupError) throw new UsageError(err.message);
+      throw err;
+    } finally {
+      log.flush();
+    }
+  },
+};

@@ -1,0 +1,430 @@
+import { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import type { ClickHouseClient } from '@clickhouse/client';
+import { z } from 'zod';
+import type { AlertDelivery, DeadLetter } from '../../shared/bus/bus.ts';
+import type { CredentialBinding, TimelineEvent } from '../../shared/event.ts';
+import { StorageError, errorMessage } from '../../shared/errors.ts';
+import type { Finding } from '../../shared/finding.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { MetricsRegistry } from '../../shared/metrics.ts';
+import { TABLE } from '../../shared/names.ts';
+import { BatchWriter, StorageMetrics } from './batch-writer.ts';
+import type { StorageConfig } from '../../shared/config.ts';
+import { clickhouseErrorCode, createClickHouse, openSession, tableRef, type ClickHouseSession } from './clickhouse.ts';
+import { applyMigrations, reconcileRetention, type MigrationReport } from './migrations.ts';
+import { QueryRejectedError, checkReadOnlySql } from './read-only-sql.ts';
+import {
+  ALERTS_CODEC,
+  BINDINGS_CODEC,
+  BINDING_SELECT,
+  DEAD_LETTERS_CODEC,
+  EVENTS_CODEC,
+  EVENT_SELECT,
+  FINDINGS_CODEC,
+  FINDING_SELECT,
+  decodeBinding,
+  decodeEvent,
+  decodeFinding,
+  type TableCodec,
+} from './rows.ts';
+
+/**
+ * Runtrail's storage: timelines, bindings, findings, alert deliveries and dead letters in
+ * ClickHouse (a server, or chDB in-process). Writes are batched per table; every insert
+ * resolves only once its rows are stored. Reads deduplicate with FINAL, so replays (at-least-once
+ * delivery) never show twice.
+ */
+export interface Store {
+  /** Connects and brings the schema up to date. */
+  start(): Promise<void>;
+  /** True when the database answers (readiness probes). Never throws. */
+  ping(): Promise<boolean>;
+  /** Stores timeline events. Resolves once stored; safe to call concurrently. */
+  insertEvents(rows: readonly TimelineEvent[]): Promise<void>;
+  insertBindings(rows: readonly CredentialBinding[]): Promise<void>;
+  insertFindings(rows: readonly Finding[]): Promise<void>;
+  insertDeadLetters(rows: readonly DeadLetter[]): Promise<void>;
+  insertAlerts(rows: readonly AlertDelivery[]): Promise<void>;
+  /** Current state of the most recently changed bindings (latest version per credential), newest first. */
+  loadBindings(limit: number): Promise<CredentialBinding[]>;
+  /** Distinct stored events (a replayed event counts once). */
+  countEvents(): Promise<number>;
+  /** A task's events in event-time order (ties by event id), at most `opts.limit` (default 100 000). */
+  timeline(taskId: string, opts?: { limit?: number }): Promise<TimelineEvent[]>;
+  /** A task's findings in time order. */
+  findings(taskId: string): Promise<Finding[]>;
+  /**
+   * Runs one read-only analyst statement with `{name:Type}` parameters. Refuses anything but a
+   * read (QueryRejectedError); returns at most `maxRows` rows (default 10 000) and stops after
+   * `maxSeconds` (default 30). Unqualified table names resolve to the Runtrail database. 64-bit
+   * integers (`count()`, UInt64 columns) come back as decimal strings, as over ClickHouse HTTP.
+   * Count with FINAL or the `events_dedup` view: replays are collapsed only there.
+   */
+  querySql(
+    sql: string,
+    params?: Record<string, unknown>,
+    opts?: { maxRows?: number; maxSeconds?: number },
+  ): Promise<Record<string, unknown>[]>;
+  /** Stores everything accepted, then closes. Idempotent. */
+  shutdown(): Promise<void>;
+}
+
+/** Defaults and hard caps of {@link Store.querySql}. */
+export const QUERY_LIMITS = {
+  defaultMaxRows: 10_000,
+  maxRows: 1_000_000,
+  defaultMaxSeconds: 30,
+  maxSeconds: 600,
+} as const;
+
+/**
+ * Inserts into `events` in flight at once. Two let chDB parse one batch while the next is encoded
+ * and sent, and use a second core; order does not matter there (identical rows collapse). The
+ * other tables insert one batch at a time, in arrival order.
+ */
+export const EVENT_INSERT_CONCURRENCY = 2;
+
+/** Default cap on {@link Store.timeline}. */
+export const DEFAULT_TIMELINE_LIMIT = 100_000;
+
+/** Rows per page when reading timelines and bindings. */
+const READ_PAGE_ROWS = 20_000;
+
+const int64 = z.union([z.number(), z.string().regex(/^-?\d+$/)]);
+const BindingKeySchema = z.object({ updated_us: int64, credential_id: z.string() });
+const EventKeySchema = z.object({ event_time: int64, event_id: z.string() });
+const CountSchema = z.array(z.object({ n: z.union([z.number(), z.string().regex(/^\d+$/)]) }));
+const ResultRowsSchema = z.array(z.record(z.string(), z.unknown()));
+
+/** Errors in analyst SQL that are the query's fault, not the store's: reported as rejections. */
+const QUERY_FAULT_CODES = new Set([
+  '36', // BAD_ARGUMENTS
+  '43', // ILLEGAL_TYPE_OF_ARGUMENT
+  '46', // UNKNOWN_FUNCTION
+  '47', // UNKNOWN_IDENTIFIER
+  '53', // TYPE_MISMATCH
+  '60', // UNKNOWN_TABLE
+  '62', // SYNTAX_ERROR
+  '81', // UNKNOWN_DATABASE
+  '159', // TIMEOUT_EXCEEDED
+  '160', // TOO_SLOW
+  '164', // READONLY
+  '215', // NOT_AN_AGGREGATE
+  '241', // MEMORY_LIMIT_EXCEEDED
+  '456', // UNKNOWN_QUERY_PARAMETER
+  '457', // BAD_QUERY_PARAMETER
+]);
+
+/** {@link Store} on ClickHouse / chDB. */
+export class ClickHouseStore implements Store {
+  private readonly cfg: Readonly<StorageConfig>;
+  private readonly dataDir: string;
+  private readonly log: Logger;
+  private readonly metrics: StorageMetrics | undefined;
+  private client: ClickHouseClient | undefined;
+  private readonly sessions: ClickHouseSession[] = [];
+  private writers:
+    | {
+        events: BatchWriter<TimelineEvent>;
+        bindings: BatchWriter<CredentialBinding>;
+        findings: BatchWriter<Finding>;
+        alerts: BatchWriter<AlertDelivery>;
+        deadLetters: BatchWriter<DeadLetter>;
+      }
+    | undefined;
+  private starting: Promise<void> | undefined;
+  private stopping: Promise<void> | undefined;
+  /** What {@link start} did to the schema; for the CLI's `schema` command and tests. */
+  migration: MigrationReport | undefined;
+
+  /**
+   * @param cfg `storage` section of the config.
+   * @param dataDir Runtrail data directory; chDB keeps its data under `<dataDir>/clickhouse`.
+   * @param log Parent logger; the store logs as `{ component: 'storage' }`.
+   * @param metrics Registry for the storage metrics (rows written, insert errors, flush durations, buffered rows).
+   */
+  constructor(cfg: Readonly<StorageConfig>, dataDir: string, log: Logger, metrics?: MetricsRegistry) {
+    this.cfg = cfg;
+    this.dataDir = dataDir;
+    this.log = log.child({ component: 'storage' });
+    this.metrics = metrics ? new StorageMetrics(metrics) : undefined;
+  }
+
+  start(): Promise<void> {
+    this.starting ??= this.doStart();
+    return this.starting;
+  }
+
+  private async doStart(): Promise<void> {
+    const client = await createClickHouse(this.cfg, this.dataDir, this.log);
+    this.client = client;
+    const ctx = { db: this.cfg.database, retentionDays: this.cfg.retentionDays };
+    this.migration = await applyMigrations(client, ctx, this.log);
+    await reconcileRetention(client, ctx, this.log);
+    this.writers = {
+      events: await this.writer(EVENTS_CODEC),
+      bindings: await this.writer(BINDINGS_CODEC),
+      findings: await this.writer(FINDINGS_CODEC),
+      alerts: await this.writer(ALERTS_CODEC),
+      deadLetters: await this.writer(DEAD_LETTERS_CODEC),
+    };
+    this.log.info({ schemaVersion: this.migration.to, applied: this.migration.applied }, 'storage started');
+  }
+
+  async ping(): Promise<boolean> {
+    if (!this.client || this.stopping) return false;
+    try {
+      return (await this.client.ping()).success;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * A writer whose inserts run on sessions of their own (one per concurrent insert), so a
+   * per-insert setting (the dedup token) can never be picked up by another statement: on chDB
+   * settings are session state.
+   */
+  private async writer<T>(codec: TableCodec<T>): Promise<BatchWriter<T>> {
+    const concurrency = codec.table === TABLE.events ? EVENT_INSERT_CONCURRENCY : 1;
+    const free: ClickHouseSession[] = [];
+    for (let i = 0; i < concurrency; i++) {
+      const session = await openSession(this.cfg, this.dataDir, this.ready());
+      this.sessions.push(session);
+      free.push(session);
+    }
+    const query = `INSERT INTO ${tableRef(this.cfg.database, codec.table)} (${codec.columns.join(', ')}) FORMAT ${codec.format}`;
+    return new BatchWriter<T>({
+      name: codec.table,
+      maxRows: this.cfg.batchMaxRows,
+      maxDelayMs: this.cfg.batchMaxDelayMs,
+      maxPendingRows: this.cfg.maxPendingRows,
+      attempts: this.cfg.insertAttempts,
+      concurrency,
+      encode: (row) => codec.encode(row),
+      log: this.log,
+      metrics: this.metrics,
+      write: async (body, _rows, token) => {
+        // The writer never runs more than `concurrency` inserts, so a session is always free.
+        const session = free.pop() as ClickHouseSession;
+        try {
+          const res = await session.client.exec({
+            query,
+            // A string chunk in object mode: what the client itself sends for a string body, and
+            // chDB takes it without a Buffer round trip.
+            values: Readable.from([body]),
+            clickhouse_settings: {
+              insert_deduplication_token: token,
+              // Synchronous insert with our own batching (shared/notes/clickhouse.md: tokens with
+              // async inserts lost rows on partitioned tables in some 26.x releases).
+              async_insert: 0,
+              // Measured on chDB, full events schema: ~15-20% more rows per CPU-second with both
+              // off. Parallel parsing of one batch buys little when batches already run side by
+              // side; in-block collapsing is redundant with FINAL and background merges.
+              input_format_parallel_parsing: 0,
+              optimize_on_insert: 0,
+            },
+          });
+          res.stream.resume();
+          await finished(res.stream);
+        } finally {
+          free.push(session);
+        }
+      },
+    });
+  }
+
+  private ready(): ClickHouseClient {
+    if (this.stopping) throw new StorageError('storage is shut down', { retriable: false });
+    if (!this.client) throw new StorageError('storage is not started (call start() first)', { retriable: false });
+    return this.client;
+  }
+
+  private writerSet(): NonNullable<ClickHouseStore['writers']> {
+    this.ready();
+    if (!this.writers) throw new StorageError('storage is not started (call start() first)', { retriable: false });
+    return this.writers;
+  }
+
+  async insertEvents(rows: readonly TimelineEvent[]): Promise<void> {
+    await this.writerSet().events.add(rows);
+  }
+
+  async insertBindings(rows: readonly CredentialBinding[]): Promise<void> {
+    await this.writerSet().bindings.add(rows);
+  }
+
+  async insertFindings(rows: readonly Finding[]): Promise<void> {
+    await this.writerSet().findings.add(rows);
+  }
+
+  async insertDeadLetters(rows: readonly DeadLetter[]): Promise<void> {
+    await this.writerSet().deadLetters.add(rows);
+  }
+
+  async insertAlerts(rows: readonly AlertDelivery[]): Promise<void> {
+    await this.writerSet().alerts.add(rows);
+  }
+
+  async loadBindings(limit: number): Promise<CredentialBinding[]> {
+    const want = Math.max(0, Math.floor(limit));
+    const out: CredentialBinding[] = [];
+    let after: { us: string; id: string } | undefined;
+    // Keyset pages bound the transient result text (chDB materialises a whole result); the
+    // correlator asks for up to a million bindings at start. The filter on the version column
+    // applies after FINAL has picked each credential's latest row.
+    while (out.length < want) {
+      const n = Math.min(READ_PAGE_ROWS, want - out.length);
+      const where = after
+        ? `WHERE updated_at < fromUnixTimestamp64Micro({u:Int64}, 'UTC')
+   OR (updated_at = fromUnixTimestamp64Micro({u:Int64}, 'UTC') AND credential_id > {c:String})`
+        : '';
+      const rows = await this.select(
+        `SELECT ${BINDING_SELECT}, toUnixTimestamp64Micro(updated_at) AS updated_us
+FROM ${this.t(TABLE.bindings)} FINAL
+${where}
+ORDER BY updated_at DESC, credential_id
+LIMIT {n:UInt64}`,
+        { n, ...(after ? { u: after.us, c: after.id } : {}) },
+      );
+      out.push(...decodeAll(rows, decodeBinding, TABLE.bindings));
+      const last = BindingKeySchema.safeParse(rows[rows.length - 1]);
+      if (rows.length < n || !last.success) break;
+      after = { us: String(last.data.updated_us), id: last.data.credential_id };
+    }
+    return out;
+  }
+
+  async countEvents(): Promise<number> {
+    const rows = CountSchema.parse(await this.select(`SELECT count() AS n FROM ${this.t(TABLE.events)} FINAL`));
+    return Number(rows[0]?.n ?? 0);
+  }
+
+  async timeline(taskId: string, opts: { limit?: number } = {}): Promise<TimelineEvent[]> {
+    const want = Math.max(0, Math.floor(opts.limit ?? DEFAULT_TIMELINE_LIMIT));
+    const out: TimelineEvent[] = [];
+    let after: { us: string; id: string } | undefined;
+    // Keyset pages over the sorting key, for the same reason as in loadBindings.
+    while (out.length < want) {
+      const n = Math.min(READ_PAGE_ROWS, want - out.length);
+      const rows = await this.select(
+        `SELECT ${EVENT_SELECT} FROM ${this.t(TABLE.events)} FINAL
+WHERE task_id = {task:String}${after ? ` AND (event_time, event_id) > (fromUnixTimestamp64Micro({t:Int64}, 'UTC'), {id:String})` : ''}
+ORDER BY event_time, event_id
+LIMIT {n:UInt64}`,
+        { task: taskId, n, ...(after ? { t: after.us, id: after.id } : {}) },
+      );
+      out.push(...decodeAll(rows, decodeEvent, TABLE.events));
+      const last = EventKeySchema.safeParse(rows[rows.length - 1]);
+      if (rows.length < n || !last.success) break;
+      after = { us: String(last.data.event_time), id: last.data.event_id };
+    }
+    return out;
+  }
+
+  async findings(taskId: string): Promise<Finding[]> {
+    const rows = await this.select(
+      `SELECT ${FINDING_SELECT} FROM ${this.t(TABLE.findings)} FINAL WHERE task_id = {task:String} ORDER BY time, id`,
+      { task: taskId },
+    );
+    return decodeAll(rows, decodeFinding, TABLE.findings);
+  }
+
+  async querySql(
+    sql: string,
+    params: Record<string, unknown> = {},
+    opts: { maxRows?: number; maxSeconds?: number } = {},
+  ): Promise<Record<string, unknown>[]> {
+    const statement = checkReadOnlySql(sql);
+    const maxRows = clampInt(opts.maxRows ?? QUERY_LIMITS.defaultMaxRows, 1, QUERY_LIMITS.maxRows);
+    const maxSeconds = clampInt(opts.maxSeconds ?? QUERY_LIMITS.defaultMaxSeconds, 1, QUERY_LIMITS.maxSeconds);
+    const session = await openSession(this.cfg, this.dataDir, this.ready());
+    try {
+      const rs = await session.client.query({
+        query: statement,
+        format: 'JSONEachRow',
+        ...(Object.keys(params).length > 0 ? { query_params: params } : {}),
+        // Order matters on chDB, where these become SET statements run in turn: once readonly = 1
+        // is in force no setting may change, so it goes last. `break` stops at a block boundary,
+        // hence the slice below.
+        clickhouse_settings: {
+          max_result_rows: String(maxRows),
+          result_overflow_mode: 'break',
+          max_execution_time: maxSeconds,
+          // The HTTP default, set for chDB too (its default is 0): 64-bit integers as strings,
+          // exact, and the same on both backends.
+          output_format_json_quote_64bit_integers: 1,
+          readonly: '1',
+        },
+      });
+      const rows = ResultRowsSchema.parse(await rs.json());
+      return rows.length > maxRows ? rows.slice(0, maxRows) : rows;
+    } catch (err) {
+      const code = clickhouseErrorCode(err);
+      if (code !== undefined && QUERY_FAULT_CODES.has(code)) {
+        const engine = errorMessage(err).trim();
+        const msg =
+          code === '159' || code === '160'
+            ? `query exceeded the time limit of ${maxSeconds} s`
+            : code === '164'
+              ? `queries are read-only: ${engine}`
+              : engine;
+        throw new QueryRejectedError(msg, err);
+      }
+      throw new StorageError(`query failed: ${errorMessage(err)}`, { cause: err });
+    } finally {
+      await session.close();
+    }
+  }
+
+  shutdown(): Promise<void> {
+    this.stopping ??= this.doShutdown();
+    return this.stopping;
+  }
+
+  private async doShutdown(): Promise<void> {
+    // A start still in flight finishes first, so its connections are closed too.
+    await this.starting?.catch(() => undefined);
+    if (this.writers) {
+      await Promise.all(Object.values(this.writers).map((w) => w.close()));
+    }
+    for (const s of this.sessions.splice(0)) await s.close();
+    await this.client?.close();
+    this.log.info('storage shut down');
+  }
+
+  private t(table: string): string {
+    return tableRef(this.cfg.database, table);
+  }
+
+  private async select(query: string, params: Record<string, unknown> = {}): Promise<unknown[]> {
+    const client = this.ready();
+    try {
+      const rs = await client.query({
+        query,
+        format: 'JSONEachRow',
+        ...(Object.keys(params).length > 0 ? { query_params: params } : {}),
+      });
+      return z.array(z.unknown()).parse(await rs.json());
+    } catch (err) {
+      throw new StorageError(`storage query failed: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+}
+
+/** Decodes stored rows; a row that does not decode means schema and code disagree (not retriable). */
+function decodeAll<T>(rows: readonly unknown[], decode: (raw: unknown) => T, table: string): T[] {
+  return rows.map((raw, i) => {
+    try {
+      return decode(raw);
+    } catch (err) {
+      throw new StorageError(`row ${i} of ${table} does not decode: ${errorMessage(err)}`, { retriable: false, cause: err });
+    }
+  });
+}
+
+function clampInt(v: number, min: number, max: number): number {
+  if (!Number.isFinite(v)) return max;
+  return Math.min(max, Math.max(min, Math.floor(v)));
+}

@@ -1,0 +1,228 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../shared/config.ts';
+import { silentLogger } from '../../shared/logger.ts';
+import { encodeTraceRequestProto } from '../../services/collector/otlp/otlp-proto.ts';
+import { startEmbedded, type EmbeddedServer } from '../../services/embedded.ts';
+
+/**
+ * The embedded server for real: HTTP on loopback, the in-process bus with its write-ahead log,
+ * the correlator, and the ClickHouse engine (chDB). Records go in over HTTP; timelines come back
+ * out of ClickHouse.
+ */
+
+let dir: string;
+let server: EmbeddedServer;
+let base: string;
+
+const TRACE = '5b8efff798038103d269b633813fc60c';
+const TASK = 'task-embedded-1';
+const KEY = 'ASIAEMBEDDEDTEST0001';
+const t = (s: number) => String(BigInt(Date.parse('2026-05-01T12:00:00Z') + s * 1000) * 1_000_000n);
+
+function attr(key: string, value: string) {
+  return { key, value: { stringValue: value } };
+}
+
+function otlpRequest() {
+  return {
+    resourceSpans: [
+      {
+        resource: { attributes: [attr('service.name', 'billing-agent'), attr('runtrail.workload.id', 'spiffe://example.org/ns/agents/sa/billing')] },
+        scopeSpans: [
+          {
+            scope: { name: 'test' },
+            spans: [
+              {
+                traceId: TRACE,
+                spanId: 'eee19b7ec3c1b174',
+                name: 'invoke_agent billing-agent',
+                kind: 1,
+                startTimeUnixNano: t(0),
+                endTimeUnixNano: t(20),
+                attributes: [attr('gen_ai.operation.name', 'invoke_agent'), attr('gen_ai.agent.name', 'billing-agent'), attr('gen_ai.conversation.id', TASK)],
+                status: {},
+              },
+              {
+                traceId: TRACE,
+                spanId: 'eee19b7ec3c1b175',
+                parentSpanId: 'eee19b7ec3c1b174',
+                name: 'execute_tool read_invoice',
+                kind: 1,
+                startTimeUnixNano: t(2),
+                endTimeUnixNano: t(3),
+                attributes: [
+                  attr('gen_ai.operation.name', 'execute_tool'),
+                  attr('gen_ai.tool.name', 'read_invoice'),
+                  attr('gen_ai.tool.call.arguments', '{"id": "inv-7"}'),
+                  attr('gen_ai.tool.call.result', 'Invoice 7: 120 EUR'),
+                ],
+                status: {},
+              },
+            ],
+          },
+        ],
+      },
+    ],
+  };
+}
+
+function cloudtrail() {
+  return {
+    Records: [
+      {
+        eventVersion: '1.08',
+        eventID: 'c0ffee00-0000-4000-8000-000000000001',
+        eventTime: '2026-05-01T12:00:05Z',
+        eventSource: 'sts.amazonaws.com',
+        eventName: 'AssumeRole',
+        awsRegion: 'eu-west-1',
+        sourceIPAddress: '10.0.0.5',
+        userAgent: 'aws-sdk-go',
+        requestID: 'req-assume-1',
+        userIdentity: { type: 'AssumedRole', arn: 'arn:aws:sts::111122223333:assumed-role/agent-runtime/pod', accessKeyId: 'ASIAPARENTKEY0000001' },
+        requestParameters: { roleArn: 'arn:aws:iam::111122223333:role/invoices-reader', roleSessionName: 'billing', tags: [{ key: 'runtrail.task.id', value: TASK }] },
+        responseElements: {
+          credentials: { accessKeyId: KEY, expiration: 'May 1, 2026, 1:00:05 PM', sessionToken: 'FwoGZXIvYXdzEXAMPLETOKEN' },
+          assumedRoleUser: { arn: 'arn:aws:sts::111122223333:assumed-role/invoices-reader/billing', assumedRoleId: 'AROAEXAMPLE:billing' },
+        },
+        recipientAccountId: '111122223333',
+      },
+      {
+        eventVersion: '1.08',
+        eventID: 'c0ffee00-0000-4000-8000-000000000002',
+        eventTime: '2026-05-01T12:00:07Z',
+        eventSource: 's3.amazonaws.com',
+        eventName: 'GetObject',
+        awsRegion: 'eu-west-1',
+        sourceIPAddress: '10.0.0.5',
+        userAgent: 'aws-sdk-go',
+        requestID: 'req-get-1',
+        userIdentity: { type: 'AssumedRole', arn: 'arn:aws:sts::111122223333:assumed-role/invoices-reader/billing', accessKeyId: KEY },
+        requestParameters: { bucketName: 'invoices', key: 'inv-7.pdf' },
+        responseElements: null,
+        resources: [{ ARN: 'arn:aws:s3:::invoices/inv-7.pdf', type: 'AWS::S3::Object' }],
+        recipientAccountId: '111122223333',
+      },
+    ],
+  };
+}
+
+async function post(path: string, body: string | Buffer, headers: Record<string, string> = { 'content-type': 'application/json' }) {
+  const res = await fetch(`${base}${path}`, { method: 'POST', body, headers });
+  const text = await res.text();
+  let json: unknown = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = null;
+  }
+  return { status: res.status, headers: res.headers, json: json as Record<string, unknown> | null };
+}
+
+async function waitFor<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 20_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (ok(v)) return v;
+    if (Date.now() > end) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'runtrail-embedded-'));
+  const cfg = parseConfig({ dataDir: dir, collector: { port: 0, maxBodyBytes: 64 * 1024, maxDecompressedBytes: 256 * 1024 }, bus: { fsync: false } });
+  server = await startEmbedded(cfg, silentLogger());
+  base = server.http.url;
+}, 60_000);
+
+afterAll(async () => {
+  await server?.shutdown();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('embedded server over HTTP', () => {
+  it('answers health, readiness and metrics', async () => {
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${base}/readyz`);
+    expect(ready.status).toBe(200);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toContain('# TYPE runtrail_http_requests_total counter');
+  });
+
+  it('joins OTLP agent spans and CloudTrail calls into one ordered task timeline', async () => {
+    const r1 = await post('/v1/traces', JSON.stringify(otlpRequest()));
+    expect(r1.status).toBe(200);
+    expect(r1.json).toMatchObject({ accepted: 3, rejected: [] });
+    const r2 = await post('/v1/ingest/cloudtrail', gzipSync(JSON.stringify(cloudtrail())), { 'content-type': 'application/json', 'content-encoding': 'gzip' });
+    expect(r2.status).toBe(200);
+    expect(r2.json).toMatchObject({ accepted: 2, rejected: [] });
+
+    const tl = await waitFor(() => server.pipeline.store.timeline(TASK), (rows) => rows.length >= 5);
+    expect(tl.map((e) => e.type)).toEqual(['task.started', 'tool.call', 'credential.issued', 'resource.access', 'task.ended']);
+    const times = tl.map((e) => e.time);
+    expect([...times].sort((a, b) => a - b)).toEqual(times);
+    const access = tl.find((e) => e.type === 'resource.access');
+    expect(access).toMatchObject({ credential_id: KEY, attribution: 'credential', join_key: KEY });
+    expect(tl.find((e) => e.type === 'tool.call')?.tool).toMatchObject({ name: 'read_invoice', arguments: '{"id": "inv-7"}' });
+  });
+
+  it('accepts OTLP protobuf and answers in protobuf', async () => {
+    const req = otlpRequest();
+    const span = req.resourceSpans[0]?.scopeSpans[0]?.spans[1];
+    if (!span) throw new Error('fixture');
+    span.spanId = 'eee19b7ec3c1b199';
+    const res = await fetch(`${base}/v1/traces`, { method: 'POST', body: encodeTraceRequestProto(req), headers: { 'content-type': 'application/x-protobuf' } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('application/x-protobuf');
+    expect(res.headers.get('x-runtrail-accepted')).toBe('3');
+  });
+
+  it('keeps the good records of a batch and names the bad one by index and field', async () => {
+    const lines = [
+      JSON.stringify({ source: 'workload', type: 'process.activity', time: '2026-05-01T12:00:09Z', workload_id: 'spiffe://example.org/ns/agents/sa/billing', attributes: { n: 1 } }),
+      JSON.stringify({ source: 'workload', type: 'process.activity', time: 'yesterday-ish' }),
+      '{"source": "workload", "type": "process.act',
+      JSON.stringify({ source: 'workload', type: 'network.activity', time: 1777636810000, workload_id: 'spiffe://example.org/ns/agents/sa/billing' }),
+    ].join('\n');
+    const res = await post('/v1/events', lines, { 'content-type': 'application/x-ndjson' });
+    expect(res.status).toBe(200);
+    expect(res.json?.accepted).toBe(2);
+    const rejected = res.json?.rejected as Array<{ index: number; field: string; reason: string }>;
+    expect(rejected.map((r) => r.index)).toEqual([1, 2]);
+    expect(rejected[0]?.field).toBe('time');
+  });
+
+  it('refuses unparseable bodies, unknown content types, oversize and decompression bombs with clear statuses', async () => {
+    const bad = await post('/v1/ingest/cloudtrail', '{"Records": [ {"eventID": ');
+    expect(bad.status).toBe(400);
+    expect(bad.json).toMatchObject({ error: 'body_invalid' });
+    const ctype = await post('/v1/ingest/cloudtrail', '<xml/>', { 'content-type': 'application/xml' });
+    expect(ctype.status).toBe(415);
+    const big = await post('/v1/events', 'x'.repeat(70 * 1024), { 'content-type': 'application/json' });
+    expect(big.status).toBe(413);
+    const bomb = gzipSync(Buffer.alloc(10 * 1024 * 1024, 0x20));
+    expect(bomb.length).toBeLessThan(64 * 1024);
+    const boom = await post('/v1/events', bomb, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
+    expect(boom.status).toBe(413);
+    expect(String(boom.json?.message)).toMatch(/decompressed/);
+    const notFound = await fetch(`${base}/v1/nope`, { method: 'POST', body: '{}' });
+    expect(notFound.status).toBe(404);
+  });
+
+  it('stores a re-sent batch once', async () => {
+    const body = JSON.stringify({ source: 'agent', type: 'model.call', time: '2026-05-01T12:00:11Z', task_id: TASK, event_id: 'ab'.repeat(16) });
+    await post('/v1/events', body);
+    await waitFor(() => server.pipeline.store.timeline(TASK), (rows) => rows.some((e) => e.event_id === 'ab'.repeat(16)));
+    await server.pipeline.drain(false);
+    const before = await server.pipeline.store.countEvents();
+    await post('/v1/events', body);
+    await post('/v1/events', body);
+    await server.pipeline.drain(false);
+    expect(await server.pipeline.store.countEvents()).toBe(before);
+  });
+});
