@@ -1,15 +1,37 @@
 import { defineConfig } from 'vitest/config';
 
 /**
- * Pinned on purpose, not for speed: the embedded ClickHouse engine (chDB) binds one data
- * directory per process, and every integration test file opens its own temporary directory. Each
- * test file must therefore run in a process of its own: `forks` with `isolate` (vitest 4's
- * defaults today, pinned so a later default or a switch to `threads`, where files share one
- * process, cannot break storage tests with "only one active data directory per process").
+ * Two projects:
+ * - `default`: unit and integration tests (real chDB engine, real HTTP on loopback).
+ * - `kafka`: integration tests against a real Apache Kafka broker. Its global setup starts the
+ *   local broker (`scripts/kafka/kafka.sh`) unless `KAFKA_BROKERS` names one; if no broker can be
+ *   had, the suite fails (it never skips). Files run one at a time because one test stops and
+ *   restarts the broker.
+ *
+ * `pool: 'forks'` with `isolate` is pinned on purpose: the embedded ClickHouse engine (chDB) binds
+ * one data directory per process, and every integration test file opens its own temporary
+ * directory, so each test file needs a process of its own.
  */
 export default defineConfig({
   test: {
     pool: 'forks',
     isolate: true,
+    projects: [
+      {
+        extends: true,
+        test: { name: 'default', include: ['test/unit/**/*.test.ts', 'test/integration/**/*.test.ts'] },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'kafka',
+          include: ['test/kafka/**/*.test.ts'],
+          globalSetup: ['test/kafka/global-setup.ts'],
+          fileParallelism: false,
+          testTimeout: 120_000,
+          hookTimeout: 180_000,
+        },
+      },
+    ],
   },
 });

@@ -1,6 +1,5 @@
-import { join } from 'node:path';
 import type { Bus } from '../shared/bus/bus.ts';
-import { LocalBus } from '../shared/bus/local-bus.ts';
+import { createBus } from '../shared/bus/create-bus.ts';
 import type { Config } from '../shared/config.ts';
 import type { Logger } from '../shared/logger.ts';
 import { MetricsRegistry } from '../shared/metrics.ts';
@@ -49,15 +48,7 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
   const metrics = opts.metrics ?? new MetricsRegistry();
   const store = new ClickHouseStore(cfg.storage, cfg.dataDir, log, metrics);
   await store.start();
-  const bus = new LocalBus({
-    dir: opts.mode === 'live' && cfg.bus.durable ? join(cfg.dataDir, 'bus') : null,
-    fsync: cfg.bus.fsync,
-    maxBatch: cfg.bus.maxBatch,
-    maxBacklog: cfg.bus.maxBacklog,
-    segmentBytes: cfg.bus.segmentBytes,
-    log: log.child({ component: 'bus' }),
-    metrics,
-  });
+  const bus = createBus(cfg, log, metrics, { durable: opts.mode === 'live', forceLocal: opts.mode === 'replay' });
   await bus.start();
   const engine = new DetectorEngine(
     DETECTORS.map((d) => d.create(d.configSchema.parse({}))),

@@ -103,6 +103,8 @@ export const KafkaConfigSchema = z.object({
     .record(z.string(), z.string().min(1))
     .default({})
     .transform((t) => ({ ...DEFAULT_TOPIC_NAMES, ...t }) as Record<TopicId, string>),
+  /** Prefix added to every consumer group id (to run several pipelines on one cluster). Default ''. */
+  groupPrefix: z.string().default(''),
   /** Partitions for topics Runtrail creates. Default 6. */
   partitions: z.number().int().positive().default(6),
   /** Replication factor for topics Runtrail creates. Default 1. */
@@ -158,6 +160,7 @@ export const ENV_VARS: Readonly<Record<string, { path: string; parse: (v: string
   CLICKHOUSE_DATABASE: { path: 'storage.database', parse: String },
   KAFKA_BROKERS: { path: 'kafka.brokers', parse: (v) => v.split(',').map((s) => s.trim()).filter(Boolean) },
   KAFKA_CLIENT_ID: { path: 'kafka.clientId', parse: String },
+  KAFKA_GROUP_PREFIX: { path: 'kafka.groupPrefix', parse: String },
   KAFKA_PARTITIONS: { path: 'kafka.partitions', parse: Number },
   KAFKA_REPLICATION_FACTOR: { path: 'kafka.replicationFactor', parse: Number },
 });

@@ -8,10 +8,10 @@ import type { MetricsRegistry } from './metrics.ts';
  * `/readyz` (readiness: dependencies reachable, not shutting down) and `/metrics` (Prometheus).
  */
 
-/** A route handler; it writes the response itself. */
-export type RouteHandler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+/** A route handler; it writes the response itself. `params` holds `:name` path segments. */
+export type RouteHandler = (req: IncomingMessage, res: ServerResponse, params: Readonly<Record<string, string>>) => Promise<void>;
 
-/** A route: method + exact path. */
+/** A route: method + path; segments written `:name` match any one segment. */
 export interface Route {
   method: 'GET' | 'POST';
   path: string;
@@ -57,15 +57,44 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 export async function startHttpServer(opts: HttpServerOptions): Promise<HttpService> {
   const requests = opts.metrics.counter('runtrail_http_requests_total', 'HTTP requests, by path and status');
   const byPath = new Map<string, Route[]>();
+  const patterns: Array<{ parts: string[]; routes: Route[] }> = [];
   for (const r of opts.routes) {
+    if (r.path.includes('/:')) {
+      const parts = r.path.split('/');
+      const existing = patterns.find((p) => p.parts.join('/') === parts.join('/'));
+      if (existing) existing.routes.push(r);
+      else patterns.push({ parts, routes: [r] });
+      continue;
+    }
     const list = byPath.get(r.path) ?? [];
     list.push(r);
     byPath.set(r.path, list);
   }
+  /** Finds the routes for a path and the values of its `:name` segments. */
+  function match(path: string): { routes: Route[]; params: Record<string, string>; label: string } | undefined {
+    const exact = byPath.get(path);
+    if (exact) return { routes: exact, params: {}, label: path };
+    const segs = path.split('/');
+    for (const p of patterns) {
+      if (p.parts.length !== segs.length) continue;
+      const params: Record<string, string> = {};
+      let ok = true;
+      for (let i = 0; i < segs.length && ok; i++) {
+        const want = p.parts[i] as string;
+        const got = segs[i] as string;
+        if (want.startsWith(':')) {
+          if (got === '') ok = false;
+          else params[want.slice(1)] = decodeURIComponent(got);
+        } else if (want !== got) ok = false;
+      }
+      if (ok) return { routes: p.routes, params, label: p.parts.join('/') };
+    }
+    return undefined;
+  }
   let closing = false;
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
-    res.on('finish', () => requests.inc({ path: byPath.has(path) || isBuiltin(path) ? path : 'other', status: String(res.statusCode) }));
+    res.on('finish', () => requests.inc({ path: match(path)?.label ?? (isBuiltin(path) ? path : 'other'), status: String(res.statusCode) }));
     void handle(path, req, res);
   });
   async function handle(path: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -81,14 +110,15 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
         res.end(text);
         return;
       }
-      const routes = byPath.get(path);
-      if (!routes) return sendJson(res, 404, { error: 'not_found', message: `no endpoint ${path}` });
+      const found = match(path);
+      if (!found) return sendJson(res, 404, { error: 'not_found', message: `no endpoint ${path}` });
+      const { routes, params } = found;
       const route = routes.find((r) => r.method === req.method);
       if (!route) {
         return sendJson(res, 405, { error: 'method_not_allowed', message: `${path} accepts ${routes.map((r) => r.method).join(', ')}` }, { allow: routes.map((r) => r.method).join(', ') });
       }
       if (closing) return sendJson(res, 503, { error: 'shutting_down', message: 'server is shutting down; retry on another instance' }, { 'retry-after': '5' });
-      await route.handler(req, res);
+      await route.handler(req, res, params);
     } catch (err) {
       opts.log.error({ err, path }, 'request handler failed');
       if (!res.headersSent) sendJson(res, 500, { error: 'internal', message: 'internal error; see server logs' });

@@ -211,6 +211,11 @@ class CpuProfiler {
     writeFileSync(file, JSON.stringify(profile));
     this.session.disconnect();
   }
+
+  /** Abandons the profile (the run failed). */
+  dispose(): void {
+    this.session.disconnect();
+  }
 }
 
 /** Runs the benchmark. Throws when an input is rejected or events go missing. */
@@ -234,7 +239,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
 
     phase(`generating ${opts.events.toLocaleString('en-US')} events (${opts.tasks.toLocaleString('en-US')} tasks open at once, seed ${opts.seed})`);
     const genStart = performance.now();
-    // Event times end about now; they only need to lie inside the store's retention window.
+    // Event times start an hour ago: inside the store's retention window, and never in the future.
     const traffic = generateTraffic({
       seed: opts.seed,
       openTasks: opts.tasks,
@@ -387,6 +392,9 @@ async function measure(
 
     finalStart = performance.now();
     await pipeline.drain(true);
+  } catch (err) {
+    profiler?.dispose();
+    throw err;
   } finally {
     clearInterval(sampler);
     clearInterval(progress);

@@ -3,10 +3,11 @@ import { parseCommandArgs, reportError, type Command, type Io } from './command.
 import { replayCommand } from './replay-command.ts';
 import { schemaCommand } from './schema-command.ts';
 import { sqlCommand } from './sql-command.ts';
+import { SERVICE_COMMANDS } from './service-commands.ts';
 import { startCommand } from './start-command.ts';
 
 /** Every subcommand, in help order. */
-export const COMMANDS: readonly Command[] = [startCommand, replayCommand, sqlCommand, schemaCommand];
+export const COMMANDS: readonly Command[] = [startCommand, replayCommand, sqlCommand, schemaCommand, ...SERVICE_COMMANDS];
 
 function version(): string {
   const pkg: unknown = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));

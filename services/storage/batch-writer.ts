@@ -163,12 +163,12 @@ export class BatchWriter<T> {
 
   constructor(opts: BatchWriterOptions<T>) {
     this.opts = {
-      backoffBaseMs: 100,
-      backoffMaxMs: 5_000,
-      isRetriable: isRetriableInsertError,
-      concurrency: 1,
-      eagerRows: Math.ceil(opts.maxRows / 10),
       ...opts,
+      backoffBaseMs: opts.backoffBaseMs ?? 100,
+      backoffMaxMs: opts.backoffMaxMs ?? 5_000,
+      isRetriable: opts.isRetriable ?? isRetriableInsertError,
+      concurrency: Math.max(1, opts.concurrency ?? 1),
+      eagerRows: opts.eagerRows ?? Math.ceil(opts.maxRows / 10),
     };
     this.retryLog = new RateLimitedLog(opts.log, 'insert failed, retrying');
     opts.metrics?.track(opts.name, () => this.pending);
@@ -298,7 +298,8 @@ export class BatchWriter<T> {
     while (this.inFlight < this.opts.concurrency && this.ready.length > 0) {
       const batch = this.ready.shift() as Batch;
       this.inFlight += 1;
-      void this.send(batch);
+      // send() settles its callers itself; this only reports a bug in that bookkeeping.
+      this.send(batch).catch((err: unknown) => this.opts.log.error({ table: this.opts.name, err: errorMessage(err) }, 'batch writer bookkeeping failed'));
     }
   }
 

@@ -53,8 +53,8 @@ export function isEmbedded(cfg: Cfg): boolean {
   return cfg.clickhouseUrl === undefined;
 }
 
-/** HTTP requests may run as long as the longest analyst query allows, plus slack. */
-const HTTP_REQUEST_TIMEOUT_MS = 300_000;
+/** HTTP requests may run as long as the longest analyst query allows (store QUERY_LIMITS: 300 s), plus slack. */
+const HTTP_REQUEST_TIMEOUT_MS = 330_000;
 
 function httpClient(cfg: Cfg, url: string, database?: string): ClickHouseClient {
   return createClient({

@@ -21,6 +21,9 @@ import { tableRef } from './clickhouse.ts';
  * `FINAL` (or the `events_dedup` view) shows one row per key, so analyst queries that count
  * must read `events FINAL` / `events_dedup`. `tasks_summary` needs no FINAL: it counts distinct
  * event ids.
+ *
+ * Retention: TTL counts from `stored_at` (see {@link TTL_COLUMN}), and a change of
+ * `storage.retentionDays` is applied at start by {@link reconcileRetention}.
  */
 
 /** Views the schema defines. Belongs in `shared/names.ts` beside TABLE (requested). */

@@ -238,16 +238,18 @@ export const EVENTS_CODEC: TableCodec<TimelineEvent> = {
   },
 };
 
-/** SELECT list that {@link decodeEvent} reads (times as integer microseconds). */
-export const EVENT_SELECT = EVENT_COLUMNS.map((c) => {
-  if (c === 'event_time' || c === 'end_time' || c === 'ingested_at') return `toUnixTimestamp64Micro(${c}) AS ${c}`;
-  return c;
-}).join(', ');
+const EVENT_TIMES: ReadonlySet<string> = new Set(['event_time', 'end_time', 'ingested_at']);
+
+/**
+ * SELECT list that {@link decodeEvent} reads. Times come as integer microseconds under a `_us`
+ * alias: an alias named like its column would shadow the column in WHERE and ORDER BY.
+ */
+export const EVENT_SELECT = EVENT_COLUMNS.map((c) => (EVENT_TIMES.has(c) ? `toUnixTimestamp64Micro(${c}) AS ${c}_us` : c)).join(', ');
 
 const EventRowSchema = z.object({
   task_id: z.string(),
-  event_time: int64,
-  end_time: nullableInt64,
+  event_time_us: int64,
+  end_time_us: nullableInt64,
   event_id: z.string(),
   source: z.string(),
   type: z.string(),
@@ -290,7 +292,7 @@ const EventRowSchema = z.object({
   attributes: z.string(),
   join_key: z.string(),
   unattributed_reason: z.string(),
-  ingested_at: int64,
+  ingested_at_us: int64,
   late: z.boolean(),
 });
 
@@ -326,8 +328,8 @@ export function decodeEvent(raw: unknown): TimelineEvent {
     event_id: r.event_id,
     source: r.source,
     type: r.type,
-    time: microsToMs(r.event_time),
-    end_time: r.end_time === null ? undefined : microsToMs(r.end_time),
+    time: microsToMs(r.event_time_us),
+    end_time: r.end_time_us === null ? undefined : microsToMs(r.end_time_us),
     format: r.format,
     task_id: r.task_id,
     agent_id: orUndefined(r.agent_id),
@@ -359,7 +361,7 @@ export function decodeEvent(raw: unknown): TimelineEvent {
     attribution: r.attribution,
     join_key: r.join_key,
     unattributed_reason: r.unattributed_reason,
-    ingested_at: microsToMs(r.ingested_at),
+    ingested_at: microsToMs(r.ingested_at_us),
     late: r.late,
   };
   return stripUndefined(TimelineEventSchema.parse(event));
@@ -452,7 +454,7 @@ export const BINDINGS_CODEC: TableCodec<CredentialBinding> = {
 
 /** SELECT list for {@link decodeBinding}. */
 export const BINDING_SELECT = BINDING_COLUMNS.filter((c) => c !== 'updated_at')
-  .map((c) => (c.endsWith('_at') ? `toUnixTimestamp64Micro(${c}) AS ${c}` : c))
+  .map((c) => (c.endsWith('_at') ? `toUnixTimestamp64Micro(${c}) AS ${c}_us` : c))
   .join(', ');
 
 const BindingRowSchema = z.object({
@@ -465,9 +467,9 @@ const BindingRowSchema = z.object({
   subject: z.string(),
   session_name: z.string(),
   parent_credential_id: z.string(),
-  issued_at: int64,
-  expires_at: int64,
-  revoked_at: int64,
+  issued_at_us: int64,
+  expires_at_us: int64,
+  revoked_at_us: int64,
   src_ip: z.string(),
   host: z.string(),
   event_id: z.string(),
@@ -476,12 +478,12 @@ const BindingRowSchema = z.object({
 
 /** Turns one `bindings` row back into a CredentialBinding. */
 export function decodeBinding(raw: unknown): CredentialBinding {
-  const r = BindingRowSchema.parse(raw);
+  const { issued_at_us, expires_at_us, revoked_at_us, ...r } = BindingRowSchema.parse(raw);
   return CredentialBindingSchema.parse({
     ...r,
-    issued_at: microsToMs(r.issued_at),
-    expires_at: microsToMs(r.expires_at),
-    revoked_at: microsToMs(r.revoked_at),
+    issued_at: microsToMs(issued_at_us),
+    expires_at: microsToMs(expires_at_us),
+    revoked_at: microsToMs(revoked_at_us),
   });
 }
 
@@ -541,7 +543,7 @@ const FINDING_TIMES = new Set(['time', 'window_start', 'window_end', 'emitted_at
 
 /** SELECT list for {@link decodeFinding}. */
 export const FINDING_SELECT = FINDING_COLUMNS.map((c) =>
-  FINDING_TIMES.has(c) ? `toUnixTimestamp64Micro(${c}) AS ${c}` : c,
+  FINDING_TIMES.has(c) ? `toUnixTimestamp64Micro(${c}) AS ${c}_us` : c,
 ).join(', ');
 
 const FindingRowSchema = z.object({
@@ -554,27 +556,27 @@ const FindingRowSchema = z.object({
   task_id: z.string(),
   agent_id: z.string(),
   workload_id: z.string(),
-  time: int64,
+  time_us: int64,
   evidence: z.array(z.string()),
   join_keys: z.record(z.string(), z.string()),
-  window_start: nullableInt64,
-  window_end: nullableInt64,
+  window_start_us: nullableInt64,
+  window_end_us: nullableInt64,
   metrics: z.record(z.string(), z.number()),
   tags: z.array(z.string()),
-  emitted_at: nullableInt64,
+  emitted_at_us: nullableInt64,
 });
 
 /** Turns one `findings` row back into a Finding. */
 export function decodeFinding(raw: unknown): Finding {
-  const r = FindingRowSchema.parse(raw);
+  const { time_us, window_start_us, window_end_us, emitted_at_us, ...r } = FindingRowSchema.parse(raw);
   const opt = (v: number | string | null): number | undefined => (v === null ? undefined : microsToMs(v));
   return stripUndefined(
     FindingSchema.parse({
       ...r,
-      time: microsToMs(r.time),
-      window_start: opt(r.window_start),
-      window_end: opt(r.window_end),
-      emitted_at: opt(r.emitted_at),
+      time: microsToMs(time_us),
+      window_start: opt(window_start_us),
+      window_end: opt(window_end_us),
+      emitted_at: opt(emitted_at_us),
     }),
   );
 }

@@ -3,6 +3,7 @@ import { finished } from 'node:stream/promises';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { z } from 'zod';
 import type { AlertDelivery, DeadLetter } from '../../shared/bus/bus.ts';
+import type { StorageConfig } from '../../shared/config.ts';
 import type { CredentialBinding, TimelineEvent } from '../../shared/event.ts';
 import { StorageError, errorMessage } from '../../shared/errors.ts';
 import type { Finding } from '../../shared/finding.ts';
@@ -10,7 +11,6 @@ import type { Logger } from '../../shared/logger.ts';
 import type { MetricsRegistry } from '../../shared/metrics.ts';
 import { TABLE } from '../../shared/names.ts';
 import { BatchWriter, StorageMetrics } from './batch-writer.ts';
-import type { StorageConfig } from '../../shared/config.ts';
 import { clickhouseErrorCode, createClickHouse, openSession, tableRef, type ClickHouseSession } from './clickhouse.ts';
 import { applyMigrations, reconcileRetention, type MigrationReport } from './migrations.ts';
 import { QueryRejectedError, checkReadOnlySql } from './read-only-sql.ts';
@@ -75,7 +75,7 @@ export const QUERY_LIMITS = {
   defaultMaxRows: 10_000,
   maxRows: 1_000_000,
   defaultMaxSeconds: 30,
-  maxSeconds: 600,
+  maxSeconds: 300,
 } as const;
 
 /**
@@ -93,7 +93,7 @@ const READ_PAGE_ROWS = 20_000;
 
 const int64 = z.union([z.number(), z.string().regex(/^-?\d+$/)]);
 const BindingKeySchema = z.object({ updated_us: int64, credential_id: z.string() });
-const EventKeySchema = z.object({ event_time: int64, event_id: z.string() });
+const EventKeySchema = z.object({ event_time_us: int64, event_id: z.string() });
 const CountSchema = z.array(z.object({ n: z.union([z.number(), z.string().regex(/^\d+$/)]) }));
 const ResultRowsSchema = z.array(z.record(z.string(), z.unknown()));
 
@@ -318,7 +318,7 @@ LIMIT {n:UInt64}`,
       out.push(...decodeAll(rows, decodeEvent, TABLE.events));
       const last = EventKeySchema.safeParse(rows[rows.length - 1]);
       if (rows.length < n || !last.success) break;
-      after = { us: String(last.data.event_time), id: last.data.event_id };
+      after = { us: String(last.data.event_time_us), id: last.data.event_id };
     }
     return out;
   }

@@ -155,7 +155,7 @@ export class KafkaBus implements Bus {
   async subscribe<T extends TopicId>(opts: SubscribeOptions<T>): Promise<Subscription> {
     if (!this.connected) await this.start();
     const groupless = !opts.groupId;
-    const groupId = opts.groupId ?? `${this.opts.kafka.clientId}-reader-${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+    const groupId = `${this.opts.kafka.groupPrefix}${opts.groupId ?? `${this.opts.kafka.clientId}-reader-${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`}`;
     const consumer = this.kafka.consumer({ groupId, sessionTimeout: 30_000, rebalanceTimeout: 60_000, heartbeatInterval: 3000, allowAutoTopicCreation: false, maxBytesPerPartition: 4 * 1024 * 1024 });
     this.consumers.add(consumer);
     await consumer.connect();

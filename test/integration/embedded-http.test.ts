@@ -7,6 +7,7 @@ import { parseConfig } from '../../shared/config.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { encodeTraceRequestProto } from '../../services/collector/otlp/otlp-proto.ts';
 import { startEmbedded, type EmbeddedServer } from '../../services/embedded.ts';
+import { agentTrace, stsScenario } from '../fixtures/scenario.ts';
 
 /**
  * The embedded server for real: HTTP on loopback, the in-process bus with its write-ahead log,
@@ -21,95 +22,8 @@ let base: string;
 const TRACE = '5b8efff798038103d269b633813fc60c';
 const TASK = 'task-embedded-1';
 const KEY = 'ASIAEMBEDDEDTEST0001';
-const t = (s: number) => String(BigInt(Date.parse('2026-05-01T12:00:00Z') + s * 1000) * 1_000_000n);
-
-function attr(key: string, value: string) {
-  return { key, value: { stringValue: value } };
-}
-
-function otlpRequest() {
-  return {
-    resourceSpans: [
-      {
-        resource: { attributes: [attr('service.name', 'billing-agent'), attr('runtrail.workload.id', 'spiffe://example.org/ns/agents/sa/billing')] },
-        scopeSpans: [
-          {
-            scope: { name: 'test' },
-            spans: [
-              {
-                traceId: TRACE,
-                spanId: 'eee19b7ec3c1b174',
-                name: 'invoke_agent billing-agent',
-                kind: 1,
-                startTimeUnixNano: t(0),
-                endTimeUnixNano: t(20),
-                attributes: [attr('gen_ai.operation.name', 'invoke_agent'), attr('gen_ai.agent.name', 'billing-agent'), attr('gen_ai.conversation.id', TASK)],
-                status: {},
-              },
-              {
-                traceId: TRACE,
-                spanId: 'eee19b7ec3c1b175',
-                parentSpanId: 'eee19b7ec3c1b174',
-                name: 'execute_tool read_invoice',
-                kind: 1,
-                startTimeUnixNano: t(2),
-                endTimeUnixNano: t(3),
-                attributes: [
-                  attr('gen_ai.operation.name', 'execute_tool'),
-                  attr('gen_ai.tool.name', 'read_invoice'),
-                  attr('gen_ai.tool.call.arguments', '{"id": "inv-7"}'),
-                  attr('gen_ai.tool.call.result', 'Invoice 7: 120 EUR'),
-                ],
-                status: {},
-              },
-            ],
-          },
-        ],
-      },
-    ],
-  };
-}
-
-function cloudtrail() {
-  return {
-    Records: [
-      {
-        eventVersion: '1.08',
-        eventID: 'c0ffee00-0000-4000-8000-000000000001',
-        eventTime: '2026-05-01T12:00:05Z',
-        eventSource: 'sts.amazonaws.com',
-        eventName: 'AssumeRole',
-        awsRegion: 'eu-west-1',
-        sourceIPAddress: '10.0.0.5',
-        userAgent: 'aws-sdk-go',
-        requestID: 'req-assume-1',
-        userIdentity: { type: 'AssumedRole', arn: 'arn:aws:sts::111122223333:assumed-role/agent-runtime/pod', accessKeyId: 'ASIAPARENTKEY0000001' },
-        requestParameters: { roleArn: 'arn:aws:iam::111122223333:role/invoices-reader', roleSessionName: 'billing', tags: [{ key: 'runtrail.task.id', value: TASK }] },
-        responseElements: {
-          credentials: { accessKeyId: KEY, expiration: 'May 1, 2026, 1:00:05 PM', sessionToken: 'FwoGZXIvYXdzEXAMPLETOKEN' },
-          assumedRoleUser: { arn: 'arn:aws:sts::111122223333:assumed-role/invoices-reader/billing', assumedRoleId: 'AROAEXAMPLE:billing' },
-        },
-        recipientAccountId: '111122223333',
-      },
-      {
-        eventVersion: '1.08',
-        eventID: 'c0ffee00-0000-4000-8000-000000000002',
-        eventTime: '2026-05-01T12:00:07Z',
-        eventSource: 's3.amazonaws.com',
-        eventName: 'GetObject',
-        awsRegion: 'eu-west-1',
-        sourceIPAddress: '10.0.0.5',
-        userAgent: 'aws-sdk-go',
-        requestID: 'req-get-1',
-        userIdentity: { type: 'AssumedRole', arn: 'arn:aws:sts::111122223333:assumed-role/invoices-reader/billing', accessKeyId: KEY },
-        requestParameters: { bucketName: 'invoices', key: 'inv-7.pdf' },
-        responseElements: null,
-        resources: [{ ARN: 'arn:aws:s3:::invoices/inv-7.pdf', type: 'AWS::S3::Object' }],
-        recipientAccountId: '111122223333',
-      },
-    ],
-  };
-}
+const otlpRequest = () => agentTrace({ trace: TRACE, task: TASK });
+const cloudtrail = () => stsScenario({ task: TASK, key: KEY, idPrefix: 'c0ffee00-0000-4000-8000-00000000000' });
 
 async function post(path: string, body: string | Buffer, headers: Record<string, string> = { 'content-type': 'application/json' }) {
   const res = await fetch(`${base}${path}`, { method: 'POST', body, headers });

@@ -1,0 +1,216 @@
+import type { Bus, Subscription } from '../shared/bus/bus.ts';
+import { createBus } from '../shared/bus/create-bus.ts';
+import type { Config } from '../shared/config.ts';
+import { sendJson, startHttpServer, type HttpService, type Readiness, type Route } from '../shared/http.ts';
+import type { Logger } from '../shared/logger.ts';
+import { MetricsRegistry } from '../shared/metrics.ts';
+import { GROUP, TOPIC } from '../shared/names.ts';
+import { DetectorEngine } from '../detectors/engine.ts';
+import { DETECTORS } from '../detectors/registry.ts';
+import { collectorRoutes } from './collector/collector-routes.ts';
+import { Ingestor } from './collector/ingest.ts';
+import { CorrelatorStage } from './correlator/correlator-stage.ts';
+import { DetectorStage } from './detector/detector-stage.ts';
+import { ClickHouseStore, type Store } from './storage/store.ts';
+
+/**
+ * The distributed-mode services, one per process (`runtrail collector|correlator|detector|alerter|
+ * api`). Each builds only what it needs from the shared stages, exposes `/healthz`, `/readyz` and
+ * `/metrics`, and shuts down in order: stop taking work, commit, flush storage, close the bus.
+ */
+
+/** A running service. */
+export interface RunningService {
+  name: string;
+  http: HttpService;
+  bus?: Bus;
+  store?: Store;
+  /** Graceful, idempotent shutdown. */
+  shutdown(): Promise<void>;
+}
+
+/** Service names. */
+export const SERVICE_NAMES = ['collector', 'correlator', 'detector', 'alerter', 'api'] as const;
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+
+interface Parts {
+  bus?: Bus;
+  store?: Store;
+  routes?: Route[];
+  readiness?: () => Promise<Readiness>;
+  stop: () => Promise<void>;
+}
+
+async function withHttp(name: ServiceName, cfg: Readonly<Config>, log: Logger, metrics: MetricsRegistry, parts: Parts, host: string, port: number): Promise<RunningService> {
+  const http = await startHttpServer({
+    host,
+    port,
+    routes: parts.routes ?? [],
+    log,
+    metrics,
+    requestTimeoutMs: cfg.collector.requestTimeoutMs,
+    readiness: async () => {
+      if (parts.readiness) return parts.readiness();
+      const busOk = parts.bus ? parts.bus.ready() : true;
+      const storeOk = parts.store ? await parts.store.ping() : true;
+      return { ready: busOk && storeOk, checks: { bus: busOk, store: storeOk } };
+    },
+  });
+  log.info({ service: name, url: http.url }, 'service listening');
+  let stopped: Promise<void> | undefined;
+  return {
+    name,
+    http,
+    bus: parts.bus,
+    store: parts.store,
+    shutdown() {
+      stopped ??= (async () => {
+        await http.close();
+        await parts.stop();
+        log.info({ service: name }, 'service stopped');
+      })();
+      return stopped;
+    },
+  };
+}
+
+async function openStore(cfg: Readonly<Config>, log: Logger, metrics: MetricsRegistry): Promise<Store> {
+  const store = new ClickHouseStore(cfg.storage, cfg.dataDir, log, metrics);
+  await store.start();
+  return store;
+}
+
+/** Collector: HTTP ingest onto the bus. Needs no storage: acknowledged = on the bus. */
+export async function startCollectorService(cfg: Readonly<Config>, log: Logger): Promise<RunningService> {
+  const metrics = new MetricsRegistry();
+  const bus = createBus(cfg, log, metrics, { durable: true });
+  await bus.start();
+  const ingestor = new Ingestor(bus, metrics);
+  const routes = collectorRoutes({ cfg: cfg.collector, ingestor, log: log.child({ component: 'collector' }), metrics });
+  return withHttp('collector', cfg, log, metrics, { bus, routes, stop: () => bus.shutdown() }, cfg.collector.host, cfg.collector.port);
+}
+
+/** Correlator: ingest topics -> task timelines in storage and on the timeline topic. */
+export async function startCorrelatorService(cfg: Readonly<Config>, log: Logger): Promise<RunningService> {
+  const metrics = new MetricsRegistry();
+  const store = await openStore(cfg, log, metrics);
+  const bus = createBus(cfg, log, metrics, { durable: true });
+  await bus.start();
+  const stage = new CorrelatorStage({ bus, store, cfg: cfg.correlator, log, metrics, wallClock: true });
+  await stage.start();
+  let lastLag = 0;
+  metrics.gauge('runtrail_consumer_lag_messages', 'Messages not yet consumed, by stage').collect(() => [[{ stage: 'correlator' }, lastLag]]);
+  const lagTimer = setInterval(() => void stage.lag().then((n) => (lastLag = n)), 5000);
+  lagTimer.unref();
+  return withHttp('correlator', cfg, log, metrics, {
+    bus,
+    store,
+    stop: async () => {
+      clearInterval(lagTimer);
+      await stage.shutdown();
+      await bus.shutdown();
+      await store.shutdown();
+    },
+  }, cfg.service.healthHost, cfg.service.healthPort);
+}
+
+/** Detector: timeline topic -> findings in storage and on the findings topic. */
+export async function startDetectorService(cfg: Readonly<Config>, log: Logger): Promise<RunningService> {
+  const metrics = new MetricsRegistry();
+  const store = await openStore(cfg, log, metrics);
+  const bus = createBus(cfg, log, metrics, { durable: true });
+  await bus.start();
+  const engine = new DetectorEngine(
+    DETECTORS.map((d) => d.create(d.configSchema.parse({}))),
+    { maxTasks: Math.min(cfg.correlator.maxOpenTasks, 200_000), maxEventsPerTask: 2_000 },
+  );
+  const stage = new DetectorStage({ bus, store, engine, log, metrics });
+  await stage.start();
+  return withHttp('detector', cfg, log, metrics, {
+    bus,
+    store,
+    stop: async () => {
+      await stage.shutdown();
+      await bus.shutdown();
+      await store.shutdown();
+    },
+  }, cfg.service.healthHost, cfg.service.healthPort);
+}
+
+/**
+ * Alerter: findings topic -> deliveries. Until incident channels land, it delivers every finding as
+ * one JSON line on stdout (the stdout channel) and records the delivery.
+ */
+export async function startAlerterService(cfg: Readonly<Config>, log: Logger, out: (line: string) => void = (l) => process.stdout.write(l)): Promise<RunningService> {
+  const metrics = new MetricsRegistry();
+  const store = await openStore(cfg, log, metrics);
+  const bus = createBus(cfg, log, metrics, { durable: true });
+  await bus.start();
+  const delivered = metrics.counter('runtrail_alerts_delivered_total', 'Alert deliveries, by channel');
+  let sub: Subscription | undefined = await bus.subscribe({
+    groupId: GROUP.alerter,
+    topics: [TOPIC.findings],
+    fromBeginning: true,
+    onBatch: async (batch) => {
+      const now = Date.now();
+      const rows = batch.messages.map((m) => ({
+        id: `${m.value.id}:stdout`,
+        incident_id: m.value.id,
+        channel: 'stdout',
+        status: 'delivered',
+        time: now,
+        payload: JSON.stringify(m.value),
+      }));
+      for (const r of rows) out(`${r.payload}\n`);
+      await store.insertAlerts(rows);
+      await bus.publish(TOPIC.alerts, rows.map((r) => ({ key: r.incident_id, value: r })));
+      delivered.inc({ channel: 'stdout' }, rows.length);
+      await sub?.commit([{ topic: batch.topic, partition: batch.partition, offset: batch.nextOffset }]);
+    },
+  });
+  return withHttp('alerter', cfg, log, metrics, {
+    bus,
+    store,
+    stop: async () => {
+      await sub?.shutdown();
+      sub = undefined;
+      await bus.shutdown();
+      await store.shutdown();
+    },
+  }, cfg.service.healthHost, cfg.service.healthPort);
+}
+
+/** API: analysts' read access to timelines and findings. */
+export async function startApiService(cfg: Readonly<Config>, log: Logger): Promise<RunningService> {
+  const metrics = new MetricsRegistry();
+  const store = await openStore(cfg, log, metrics);
+  const routes: Route[] = [
+    {
+      method: 'GET',
+      path: '/v1/tasks/:taskId/timeline',
+      handler: async (_req, res, params) => {
+        const taskId = params.taskId ?? '';
+        const [events, findings] = await Promise.all([store.timeline(taskId), store.findings(taskId)]);
+        if (events.length === 0 && findings.length === 0) return sendJson(res, 404, { error: 'not_found', message: `no events for task ${taskId}` });
+        sendJson(res, 200, { task_id: taskId, events, findings });
+      },
+    },
+  ];
+  return withHttp('api', cfg, log, metrics, { store, routes, stop: () => store.shutdown() }, cfg.service.healthHost, cfg.service.healthPort);
+}
+
+/** Starts a service by name. */
+export function startService(name: ServiceName, cfg: Readonly<Config>, log: Logger): Promise<RunningService> {
+  switch (name) {
+    case 'collector':
+      return startCollectorService(cfg, log);
+    case 'correlator':
+      return startCorrelatorService(cfg, log);
+    case 'detector':
+      return startDetectorService(cfg, log);
+    case 'alerter':
+      return startAlerterService(cfg, log);
+    case 'api':
+      return startApiService(cfg, log);
+  }
+}
