@@ -1,0 +1,203 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Kafka, logLevel, type Consumer, type Producer } from 'kafkajs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../shared/config.ts';
+import { CanonicalEventSchema, type CanonicalEvent } from '../../shared/event.ts';
+import { eventId } from '../../shared/ids.ts';
+import { silentLogger } from '../../shared/logger.ts';
+import { MetricsRegistry } from '../../shared/metrics.ts';
+import { SOURCE_TOPIC } from '../../shared/names.ts';
+import { startChdbHttpServer } from '../../services/storage/chdb-http-server.ts';
+import { ClickHouseStore } from '../../services/storage/store.ts';
+import { brokers, kafkaConfigInput, runId, topicsFor, waitFor } from './helpers.ts';
+import { metricTotal, startService, writeConfig, type ServiceProcess } from './processes.ts';
+
+/**
+ * Correlators as real processes on a real broker, writing to one ClickHouse engine over HTTP
+ * (chDB behind ClickHouse's HTTP interface, so several processes share one store):
+ * crash-and-restart exactly-once storage, and two instances in one group against one instance.
+ */
+
+let dir: string;
+let chdb: Awaited<ReturnType<typeof startChdbHttpServer>>;
+let producer: Producer;
+const children: ServiceProcess[] = [];
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'runtrail-kproc-'));
+  chdb = await startChdbHttpServer({ path: join(dir, 'clickhouse') });
+  producer = new Kafka({ clientId: 'proc-test', brokers: brokers(), logLevel: logLevel.NOTHING }).producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+});
+
+afterAll(async () => {
+  for (const c of children) if (c.child.exitCode === null) await c.kill();
+  await producer?.disconnect();
+  await chdb?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function storeFor(database: string): ClickHouseStore {
+  const cfg = parseConfig({ dataDir: dir, storage: { clickhouseUrl: chdb.url, database } });
+  return new ClickHouseStore(cfg.storage, cfg.dataDir, silentLogger(), new MetricsRegistry());
+}
+
+const T0 = Date.parse('2026-06-01T08:00:00Z');
+
+/**
+ * A realistic multi-source stream: per task, agent events carrying the task, a credential issued
+ * for it (tagged), and resource calls made with that credential, spread over partitions.
+ */
+function scenario(run: string, tasks: number, perTask: number): { topic: 'agent' | 'resource'; key: string; event: CanonicalEvent }[] {
+  const out: { topic: 'agent' | 'resource'; key: string; event: CanonicalEvent }[] = [];
+  for (let i = 0; i < tasks; i++) {
+    const task = `${run}-task-${i}`;
+    const key = `ASIA${run.toUpperCase().slice(0, 8)}${String(i).padStart(8, '0')}`;
+    const t = T0 + i * 50;
+    const mk = (o: Record<string, unknown>) => CanonicalEventSchema.parse({ format: 'runtrail', ...o });
+    out.push({ topic: 'agent', key: task, event: mk({ event_id: eventId('p', run, i, 'start'), source: 'agent', type: 'task.started', time: t, task_id: task, agent_id: `agent-${i % 7}` }) });
+    out.push({
+      topic: 'resource',
+      key: `AKIACALLER${i % 5}`,
+      event: mk({ event_id: eventId('p', run, i, 'issue'), source: 'resource', type: 'credential.issued', time: t + 1, credential_id: `AKIACALLER${i % 5}`, credential: { id: key, kind: 'aws-access-key', tags: { 'runtrail.task.id': task } } }),
+    });
+    for (let j = 0; j < perTask; j++) {
+      if (j % 2 === 0) {
+        out.push({ topic: 'agent', key: task, event: mk({ event_id: eventId('p', run, i, 'tool', j), source: 'agent', type: 'tool.call', time: t + 2 + j, task_id: task, tool: { name: `tool_${j % 4}` } }) });
+      } else {
+        out.push({ topic: 'resource', key, event: mk({ event_id: eventId('p', run, i, 'use', j), source: 'resource', type: 'resource.access', time: t + 2 + j, credential_id: key, action: 's3:GetObject' }) });
+      }
+    }
+  }
+  return out;
+}
+
+async function produce(run: string, items: ReturnType<typeof scenario>, batch = 500): Promise<void> {
+  const topics = topicsFor(run);
+  for (let i = 0; i < items.length; i += batch) {
+    const slice = items.slice(i, i + batch);
+    const agent = slice.filter((s) => s.topic === 'agent');
+    const resource = slice.filter((s) => s.topic === 'resource');
+    await producer.sendBatch({
+      acks: -1,
+      topicMessages: [
+        { topic: topics[SOURCE_TOPIC.agent] as string, messages: agent.map((s) => ({ key: s.key, value: JSON.stringify(s.event) })) },
+        { topic: topics[SOURCE_TOPIC.resource] as string, messages: resource.map((s) => ({ key: s.key, value: JSON.stringify(s.event) })) },
+      ].filter((t) => t.messages.length > 0),
+    });
+  }
+}
+
+async function createTopics(run: string): Promise<void> {
+  const admin = new Kafka({ clientId: 'proc-admin', brokers: brokers(), logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  await admin.createTopics({ waitForLeaders: true, topics: Object.values(topicsFor(run)).map((topic) => ({ topic, numPartitions: 6 })) });
+  await admin.disconnect();
+}
+
+async function readTopic(topic: string, expected: number): Promise<Array<{ task_id: string; event_id: string; attribution: string; join_key: string }>> {
+  const consumer: Consumer = new Kafka({ clientId: 'proc-reader', brokers: brokers(), logLevel: logLevel.NOTHING }).consumer({ groupId: `reader-${topic}-${Date.now()}` });
+  const rows: Array<{ task_id: string; event_id: string; attribution: string; join_key: string }> = [];
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await consumer.run({
+    eachMessage: async ({ message }) => {
+      const v = JSON.parse(message.value?.toString() ?? '{}') as Record<string, string>;
+      rows.push({ task_id: v.task_id ?? '', event_id: v.event_id ?? '', attribution: v.attribution ?? '', join_key: v.join_key ?? '' });
+    },
+  });
+  await waitFor(async () => rows.length, (n) => n >= expected, 60_000);
+  await consumer.disconnect();
+  return rows;
+}
+
+function canonicalRows(rows: Array<{ task_id: string; event_id: string; attribution: string; join_key: string }>): string[] {
+  return [...new Set(rows.map((r) => `${r.task_id}|${r.event_id}|${r.attribution}|${r.join_key}`))].sort();
+}
+
+describe('correlator processes on a real broker', () => {
+  it('a correlator killed with SIGKILL mid-stream and restarted stores every acknowledged event exactly once', async () => {
+    const run = runId();
+    await createTopics(run);
+    const database = `${run}_crash`;
+    const cfgFile = writeConfig(dir, `${run}-crash`, kafkaConfigInput(run, join(dir, run), { storage: { clickhouseUrl: chdb.url, database } }));
+    const items = scenario(run, 400, 48); // 20,000 events
+    expect(items).toHaveLength(20_000);
+    const store = storeFor(database);
+    let a = await startService('correlator', cfgFile);
+    children.push(a);
+    await store.start();
+    const first = items.slice(0, 12_000);
+    await produce(run, first);
+    // Crash once some, but not all, of the stream is stored.
+    await waitFor(() => store.countEvents(), (n) => n >= 2_000, 60_000);
+    await a.kill();
+    const storedAtCrash = await store.countEvents();
+    expect(storedAtCrash).toBeLessThan(20_000);
+    await produce(run, items.slice(12_000));
+    a = await startService('correlator', cfgFile);
+    children.push(a);
+    const n = await waitFor(() => store.countEvents(), (v) => v >= 20_000, 90_000);
+    expect(n).toBe(20_000);
+    expect(await a.stop()).toBe(0);
+    const ids = await store.querySql('SELECT event_id FROM events FINAL', {}, { maxRows: 100_000 });
+    expect(new Set(ids.map((r) => String(r.event_id)))).toEqual(new Set(items.map((i) => i.event.event_id)));
+    const dupes = await store.querySql('SELECT count() AS n FROM (SELECT event_id FROM events FINAL GROUP BY event_id HAVING count() > 1)');
+    expect(Number(dupes[0]?.n)).toBe(0);
+    // Every resource call made with a task's credential landed in that task.
+    const misplaced = await store.querySql("SELECT count() AS n FROM events FINAL WHERE type = 'resource.access' AND (task_id = '' OR attribution != 'credential')");
+    expect(Number(misplaced[0]?.n)).toBe(0);
+    await store.shutdown();
+  }, 240_000);
+
+  it('two correlator instances in one consumer group split the partitions and produce exactly the timelines one instance produces', async () => {
+    const run = runId();
+    await createTopics(run);
+    const items = scenario(run, 300, 20);
+    await produce(run, items);
+    const topics = topicsFor(run);
+
+    // One instance.
+    const single = writeConfig(dir, `${run}-single`, kafkaConfigInput(run, join(dir, `${run}-1`), {
+      storage: { clickhouseUrl: chdb.url, database: `${run}_one` },
+      kafka: { groupPrefix: `${run}-one-`, topics: { ...topics, timeline: `${run}.timeline.one`, bindings: `${run}.bindings.one` } },
+    }));
+    const one = await startService('correlator', single);
+    children.push(one);
+    const oneStore = storeFor(`${run}_one`);
+    await oneStore.start();
+    await waitFor(() => oneStore.countEvents(), (n) => n >= items.length, 90_000);
+    expect(await one.stop()).toBe(0);
+
+    // Two instances in one group.
+    const pair = writeConfig(dir, `${run}-pair`, kafkaConfigInput(run, join(dir, `${run}-2`), {
+      storage: { clickhouseUrl: chdb.url, database: `${run}_two` },
+      kafka: { groupPrefix: `${run}-two-`, topics: { ...topics, timeline: `${run}.timeline.two`, bindings: `${run}.bindings.two` } },
+    }));
+    const [p1, p2] = await Promise.all([startService('correlator', pair), startService('correlator', pair)]);
+    children.push(p1, p2);
+    const twoStore = storeFor(`${run}_two`);
+    await twoStore.start();
+    await waitFor(() => twoStore.countEvents(), (n) => n >= items.length, 90_000);
+    const in1 = await metricTotal(p1.url, 'runtrail_events_in_total', 'stage="correlator"');
+    const in2 = await metricTotal(p2.url, 'runtrail_events_in_total', 'stage="correlator"');
+    expect(in1).toBeGreaterThan(0);
+    expect(in2).toBeGreaterThan(0);
+    expect(await p1.stop()).toBe(0);
+    expect(await p2.stop()).toBe(0);
+
+    const q = 'SELECT task_id, event_id, attribution, join_key FROM events FINAL ORDER BY task_id, event_time, event_id';
+    const storedOne = await oneStore.querySql(q, {}, { maxRows: 100_000 });
+    const storedTwo = await twoStore.querySql(q, {}, { maxRows: 100_000 });
+    expect(storedOne).toHaveLength(items.length);
+    expect(storedTwo).toEqual(storedOne);
+    const t1 = canonicalRows(await readTopic(`${run}.timeline.one`, items.length));
+    const t2 = canonicalRows(await readTopic(`${run}.timeline.two`, items.length));
+    expect(t1).toHaveLength(items.length);
+    expect(t2).toEqual(t1);
+    await oneStore.shutdown();
+    await twoStore.shutdown();
+  }, 300_000);
+});
