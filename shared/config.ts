@@ -15,7 +15,7 @@ const port = z.number().int().min(0).max(65535);
 const ms = z.number().int().nonnegative();
 
 /** Collector (HTTP ingest) settings. */
-export const CollectorConfigSchema = z.object({
+export const CollectorConfigSchema = z.strictObject({
   /** Interface to bind. Default `127.0.0.1` (loopback only). */
   host: z.string().default('127.0.0.1'),
   /** OTLP/HTTP port. Default 4318, the OpenTelemetry convention. 0 picks a free port. */
@@ -31,7 +31,7 @@ export const CollectorConfigSchema = z.object({
 });
 
 /** Correlator settings. */
-export const CorrelatorConfigSchema = z.object({
+export const CorrelatorConfigSchema = z.strictObject({
   /** How long (event time) an unresolved event waits for its binding before it is stored unattributed, ms. Default 30 000. */
   graceMs: ms.default(30_000),
   /**
@@ -60,7 +60,7 @@ export const CorrelatorConfigSchema = z.object({
 });
 
 /** Storage (ClickHouse) settings. */
-export const StorageConfigSchema = z.object({
+export const StorageConfigSchema = z.strictObject({
   /** ClickHouse server URL. Unset = the embedded chDB engine under `dataDir`. */
   clickhouseUrl: z.string().url().optional(),
   username: z.string().default('default'),
@@ -80,7 +80,7 @@ export const StorageConfigSchema = z.object({
 });
 
 /** In-process bus settings (embedded mode). */
-export const BusConfigSchema = z.object({
+export const BusConfigSchema = z.strictObject({
   /** Messages per consumer batch at most. Default 5 000. */
   maxBatch: z.number().int().positive().default(5_000),
   /** Unconsumed messages per topic before publishers get backpressure (HTTP 503). Default 500 000. */
@@ -94,7 +94,7 @@ export const BusConfigSchema = z.object({
 });
 
 /** Kafka settings (distributed mode). */
-export const KafkaConfigSchema = z.object({
+export const KafkaConfigSchema = z.strictObject({
   /** Bootstrap brokers, `host:port`. Empty = embedded in-process bus. */
   brokers: z.array(z.string().min(1)).default([]),
   clientId: z.string().default('runtrail'),
@@ -114,7 +114,7 @@ export const KafkaConfigSchema = z.object({
 });
 
 /** HTTP settings for health/metrics of services without their own HTTP API. */
-export const ServiceConfigSchema = z.object({
+export const ServiceConfigSchema = z.strictObject({
   /** Health/metrics port for standalone correlator/detector/alerter processes. Default 9464. */
   healthPort: port.default(9464),
   /** Host for the health/metrics port. Default `127.0.0.1`. */
@@ -122,7 +122,7 @@ export const ServiceConfigSchema = z.object({
 });
 
 /** The whole configuration. */
-export const ConfigSchema = z.object({
+export const ConfigSchema = z.strictObject({
   /** Data directory for the embedded store and write-ahead log. Default `./data`. */
   dataDir: z.string().min(1).default('./data'),
   /** pino log level. Default `info`. */

@@ -96,3 +96,11 @@ export function reportError(err: unknown, io: Io): number {
   io.err(`runtrail: ${errorMessage(err)}\n`);
   return 1;
 }
+
+/**
+ * Log level for one-shot commands (replay, sql): their output is on stdout/stderr already, so the
+ * default `info` is lowered to `warn`; an explicitly configured level is kept.
+ */
+export function quietLevel(configured: string): string {
+  return configured === 'info' ? 'warn' : configured;
+}

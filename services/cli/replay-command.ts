@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { createRootLogger } from '../../shared/logger.ts';
 import { REPLAY_FORMATS, replay, InputError } from '../replay/replay.ts';
-import { COMMON_HELP, UsageError, configFromArgs, str, type Command } from './command.ts';
+import { COMMON_HELP, UsageError, configFromArgs, quietLevel, str, type Command } from './command.ts';
 
 /** `runtrail replay`: the whole pipeline over files. */
 export const replayCommand: Command = {
@@ -40,7 +40,7 @@ Example:
     if (args.positionals.length === 0) throw new UsageError('no input files given');
     const policy = str(args, 'policy');
     const cfg = configFromArgs(args, policy ? { policyFile: policy } : {});
-    const log = createRootLogger(str(args, 'log-level') ?? 'warn');
+    const log = createRootLogger(str(args, 'log-level') ?? quietLevel(cfg.logLevel));
     const quiet = args.values.quiet === true;
     let shownRejects = 0;
     let lastLine = '';

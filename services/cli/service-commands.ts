@@ -39,8 +39,8 @@ function serviceCommand(name: ServiceName): Command {
     help: `Usage: runtrail ${name} [options]
 
 ${d.body}
-Requires KAFKA_BROKERS (kafka.brokers). Storage: CLICKHOUSE_URL, else the embedded engine under
-the data directory (one process per data directory).
+${name === 'api' ? 'Reads storage only (no Kafka needed).' : 'Requires KAFKA_BROKERS (kafka.brokers).'} Storage: CLICKHOUSE_URL, else the embedded engine
+under the data directory (one process per data directory).
 HTTP: ${d.http}.
 Stops gracefully on SIGINT/SIGTERM (stops taking work, commits, flushes storage).
 
@@ -57,7 +57,8 @@ Example:
       const extra: Record<string, unknown> = {};
       if (port !== undefined) extra[name === 'collector' ? 'collector' : 'service'] = name === 'collector' ? { port } : { healthPort: port };
       const cfg = configFromArgs(args, extra);
-      if (!isDistributed(cfg)) throw new UsageError(`runtrail ${name} runs in distributed mode and needs Kafka: set KAFKA_BROKERS (or kafka.brokers in the config file), or use \`runtrail start\` for the embedded mode`);
+      // The API only reads storage; every other service lives on Kafka.
+      if (name !== 'api' && !isDistributed(cfg)) throw new UsageError(`runtrail ${name} runs in distributed mode and needs Kafka: set KAFKA_BROKERS (or kafka.brokers in the config file), or use \`runtrail start\` for the embedded mode`);
       const log = createRootLogger(str(args, 'log-level') ?? cfg.logLevel);
       const svc = await startService(name, cfg, log);
       io.err(`runtrail ${name} ready on ${svc.http.url}\n`);

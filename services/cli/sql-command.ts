@@ -1,7 +1,7 @@
 import { createRootLogger } from '../../shared/logger.ts';
 import { MetricsRegistry } from '../../shared/metrics.ts';
 import { ClickHouseStore } from '../storage/store.ts';
-import { COMMON_HELP, UsageError, configFromArgs, int, str, type Command } from './command.ts';
+import { COMMON_HELP, UsageError, configFromArgs, int, quietLevel, str, type Command } from './command.ts';
 import { formatTable } from './table.ts';
 
 /** `runtrail sql`: read-only SQL for analysts. */
@@ -12,13 +12,13 @@ export const sqlCommand: Command = {
 
 Runs one read-only query (ClickHouse SQL) against the embedded data directory, or against the
 ClickHouse server named by CLICKHOUSE_URL. Writes are refused. Tables live in the \`runtrail\`
-database: events, tasks_v, bindings, findings, alerts, dead_letters (use FINAL on events and
-bindings for exact de-duplicated counts). The embedded data directory can be opened by one
-process at a time: stop \`runtrail start\` first, or query its API.
+database: events (and the view events_dedup = events FINAL), tasks_summary, bindings, findings,
+alerts, dead_letters (use FINAL on events and bindings for exact de-duplicated counts). The
+embedded data directory can be opened by one process at a time: stop \`runtrail start\` first.
 
 Options:
       --format FMT      table | json (default table; json = one object per line)
-      --max-rows N      refuse results larger than N rows (default 10000)
+      --max-rows N      return at most N rows (default 10000)
 ${COMMON_HELP}
 
 Example:
@@ -31,7 +31,7 @@ Example:
     const format = str(args, 'format') ?? 'table';
     if (format !== 'table' && format !== 'json') throw new UsageError(`--format must be table or json, got "${format}"`);
     const cfg = configFromArgs(args);
-    const log = createRootLogger(str(args, 'log-level') ?? 'warn');
+    const log = createRootLogger(str(args, 'log-level') ?? quietLevel(cfg.logLevel));
     const store = new ClickHouseStore(cfg.storage, cfg.dataDir, log, new MetricsRegistry());
     await store.start();
     try {

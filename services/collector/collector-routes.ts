@@ -132,7 +132,8 @@ async function handleIngest(deps: CollectorDeps, adapter: Adapter, path: string,
   } catch (err) {
     const { status, code, headers } = classify(err, deps.cfg.retryAfterS);
     errors.inc({ code });
-    if (status >= 500) deps.log.error({ err, path }, 'ingest failed');
+    if (status >= 500 && !(err instanceof RuntrailError && err.retriable)) deps.log.error({ err, path }, 'ingest failed');
+    else if (status >= 500) deps.log.warn({ path, code, reason: errorMessage(err) }, 'ingest deferred: asked the shipper to retry');
     else deps.log.info({ path, code, reason: errorMessage(err) }, 'ingest request refused');
     // Drain whatever is left of the body so keep-alive connections stay usable.
     req.resume();

@@ -46,7 +46,7 @@ export class CorrelatorStage {
     m.gauge('runtrail_correlator_pending_events', 'Unresolved events waiting for a binding').collect(() => this.correlator.pendingCount);
     m.gauge('runtrail_correlator_open_tasks', 'Open tasks tracked').collect(() => this.correlator.openTaskCount);
     m.gauge('runtrail_correlator_bindings', 'Credential bindings held in memory').collect(() => this.correlator.bindingCount);
-    m.gauge('runtrail_correlator_evicted_total', 'Entries evicted from bounded correlator state, by structure').collect(() => {
+    m.gauge('runtrail_correlator_evictions', 'Entries evicted so far from bounded correlator state, by structure').collect(() => {
       const s = this.correlator.stats;
       return [
         [{ structure: 'pending' }, s.pendingEvicted],
@@ -55,7 +55,7 @@ export class CorrelatorStage {
         [{ structure: 'join_keys' }, s.joinKeysEvicted],
       ];
     });
-    m.gauge('runtrail_correlator_resolved_total', 'Events resolved, by attribution').collect(() =>
+    m.gauge('runtrail_correlator_resolved_events', 'Events resolved so far, by attribution').collect(() =>
       Object.entries(this.correlator.stats.resolved).map(([attribution, n]) => [{ attribution }, n]),
     );
   }

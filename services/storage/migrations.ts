@@ -389,7 +389,7 @@ ORDER BY version`,
       clickhouse_settings: { insert_deduplication_token: '', async_insert: 0 },
     });
     ran.push(m.version);
-    log.info({ version: m.version, name: m.name, ms: Date.now() - started }, 'schema migration applied');
+    log.info({ version: m.version, migration: m.name, ms: Date.now() - started }, 'schema migration applied');
   }
   return { from, to: Math.max(from, ...ran), applied: ran };
 }

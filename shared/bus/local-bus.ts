@@ -226,8 +226,10 @@ export class LocalBus implements Bus {
     if (messages.length === 0) return;
     const t = this.topics.get(topic) as TopicLog;
     const backlog = t.end - this.slowestPosition(t);
-    if (backlog + messages.length > this.opts.maxBacklog) {
-      throw new BackpressureError(`bus topic ${topic} backlog ${backlog} exceeds ${this.opts.maxBacklog}`, 1);
+    // Refuse only while consumers are behind: one body larger than the limit is still accepted when
+    // the topic is drained, or it could never be accepted at all.
+    if (backlog > 0 && backlog + messages.length > this.opts.maxBacklog) {
+      throw new BackpressureError(`bus topic ${topic} has ${backlog} unconsumed messages (bus.maxBacklog ${this.opts.maxBacklog}); retry shortly`, 1);
     }
     if (this.opts.dir) this.append(t, messages);
     const retained = (this.groupsByTopic.get(topic)?.size ?? 0) > 0 || this.hasLiveReader(topic);

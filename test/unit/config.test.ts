@@ -37,3 +37,10 @@ describe('config', () => {
     expect(() => loadConfig({ file: '/nonexistent/runtrail.yaml', env: {} })).toThrow(/cannot read config file/);
   });
 });
+
+describe('config strictness', () => {
+  it('refuses a misspelled key instead of silently using the default', () => {
+    expect(() => loadConfig({ env: {}, overrides: { corelator: { graceMs: 5 } } })).toThrow(/corelator/);
+    expect(() => loadConfig({ env: {}, overrides: { collector: { prot: 1 } } })).toThrow(/collector/);
+  });
+});

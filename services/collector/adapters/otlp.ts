@@ -28,7 +28,7 @@ import { ResultBuilder, decodeUtf8, typeName, type Adapter, type AdapterResult }
  */
 
 /** Content types both adapters accept (lowercase, without parameters). */
-export const OTLP_CONTENT_TYPES = ['application/json', 'application/x-protobuf'] as const;
+export const OTLP_CONTENT_TYPES = ['application/json', 'application/x-protobuf', 'application/protobuf'] as const;
 
 // ---------------------------------------------------------------------------------------------
 // Body framing
