@@ -1,12 +1,13 @@
 import type { z } from 'zod';
 import type { TimelineEvent } from '../shared/event.ts';
 import type { Finding, Severity } from '../shared/finding.ts';
+import type { ToolCatalog } from './catalog/tool-catalog.ts';
 
 /**
- * The detector contract. A detector is metadata + a zod config schema with defaults + an
- * evaluation that is pure with respect to its inputs: given a task's timeline so far (and the
- * detector's own bounded state), it returns findings. Detectors live in `detectors/<id>/` and
- * are listed in `detectors/registry.ts`.
+ * The detector contract. A detector is metadata + a zod config schema with defaults (its section of
+ * the policy file) + an evaluation that reads a task's timeline and its own bounded state and
+ * returns findings. Detectors live in `detectors/<id>/` (id = folder name) with positive and
+ * negative fixtures, and are listed in `detectors/registry.ts`.
  */
 
 /** What a detector is, for the reference documentation and for findings' tags. */
@@ -16,10 +17,15 @@ export interface DetectorMeta {
   title: string;
   description: string;
   defaultSeverity: Severity;
-  /** OWASP Agentic AI Top 10, CSA MAESTRO, NIST AI RMF, MITRE ATT&CK ids. */
+  /**
+   * Framework references: `owasp-agentic:T2`, `maestro:L3`, `nist-ai-rmf:MEASURE-2.7`,
+   * `mitre-attack:T1078` (where one fits).
+   */
   tags: readonly string[];
   /** Situations known to trigger it legitimately. */
   falsePositives: readonly string[];
+  /** Rule ids the detector can emit, with one line each (for the reference). */
+  rules: Readonly<Record<string, string>>;
 }
 
 /** A task's timeline as the engine hands it to detectors (events in event-time order). */
@@ -28,17 +34,34 @@ export interface TaskView {
   events: readonly TimelineEvent[];
 }
 
-/** One instance of a detector with its effective config; holds any bounded per-task state. */
+/** What every detector instance can use besides its config. */
+export interface DetectorContext {
+  catalog: ToolCatalog;
+}
+
+/** One instance of a detector; holds bounded state (per task, per identity) of its own. */
 export interface DetectorInstance {
   /** Called for each new event with the task's timeline including it. */
   onEvent(event: TimelineEvent, task: TaskView): Finding[];
-  /** Called when a task closes (for rules that depend on absence within a window). */
+  /** Called when a task closes (rules whose verdict depends on absence within a window). */
   onTaskClosed?(task: TaskView): Finding[];
 }
 
-/** A detector definition. */
+/** A detector definition. `C` is its config after defaults. */
 export interface Detector<C = unknown> {
   meta: DetectorMeta;
   configSchema: z.ZodType<C>;
-  create(config: C): DetectorInstance;
+  /** `configFor(agentId)` gives the effective config, with per-agent overrides applied. */
+  create(configFor: (agentId: string) => C, ctx: DetectorContext): DetectorInstance;
+}
+
+/** A fixture: a timeline and what the detector must (or must not) find in it. */
+export interface DetectorFixture {
+  name: string;
+  /** Events (timeline form) in any order. */
+  events: TimelineEvent[];
+  /** Expected findings of this detector: rule and minimum severity. Empty = must find nothing. */
+  expect: Array<{ rule: string; minSeverity: Severity }>;
+  /** Optional policy overrides (YAML-equivalent object) to run the fixture under. */
+  policy?: Record<string, unknown>;
 }

@@ -3,8 +3,7 @@ import { createBus } from '../shared/bus/create-bus.ts';
 import type { Config } from '../shared/config.ts';
 import type { Logger } from '../shared/logger.ts';
 import { MetricsRegistry } from '../shared/metrics.ts';
-import { DetectorEngine } from '../detectors/engine.ts';
-import { DETECTORS } from '../detectors/registry.ts';
+import { createDetectorEngine, loadPolicy } from '../detectors/policy.ts';
 import { Ingestor } from './collector/ingest.ts';
 import { CorrelatorStage } from './correlator/correlator-stage.ts';
 import { DetectorStage } from './detector/detector-stage.ts';
@@ -50,10 +49,7 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
   await store.start();
   const bus = createBus(cfg, log, metrics, { durable: opts.mode === 'live', forceLocal: opts.mode === 'replay' });
   await bus.start();
-  const engine = new DetectorEngine(
-    DETECTORS.map((d) => d.create(d.configSchema.parse({}))),
-    { maxTasks: Math.min(cfg.correlator.maxOpenTasks, 200_000), maxEventsPerTask: 2_000 },
-  );
+  const engine = createDetectorEngine(loadPolicy(cfg.policyFile), { maxTasks: Math.min(cfg.correlator.maxOpenTasks, 200_000), maxEventsPerTask: 2_000 });
   const detector = new DetectorStage({ bus, store, engine, log, metrics });
   const correlator = new CorrelatorStage({
     bus,

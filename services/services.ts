@@ -5,8 +5,7 @@ import { sendJson, startHttpServer, type HttpService, type Readiness, type Route
 import type { Logger } from '../shared/logger.ts';
 import { MetricsRegistry } from '../shared/metrics.ts';
 import { GROUP, TOPIC } from '../shared/names.ts';
-import { DetectorEngine } from '../detectors/engine.ts';
-import { DETECTORS } from '../detectors/registry.ts';
+import { createDetectorEngine, loadPolicy } from '../detectors/policy.ts';
 import { collectorRoutes } from './collector/collector-routes.ts';
 import { Ingestor } from './collector/ingest.ts';
 import { CorrelatorStage } from './correlator/correlator-stage.ts';
@@ -120,10 +119,7 @@ export async function startDetectorService(cfg: Readonly<Config>, log: Logger): 
   const store = await openStore(cfg, log, metrics);
   const bus = createBus(cfg, log, metrics, { durable: true });
   await bus.start();
-  const engine = new DetectorEngine(
-    DETECTORS.map((d) => d.create(d.configSchema.parse({}))),
-    { maxTasks: Math.min(cfg.correlator.maxOpenTasks, 200_000), maxEventsPerTask: 2_000 },
-  );
+  const engine = createDetectorEngine(loadPolicy(cfg.policyFile), { maxTasks: Math.min(cfg.correlator.maxOpenTasks, 200_000), maxEventsPerTask: 2_000 });
   const stage = new DetectorStage({ bus, store, engine, log, metrics });
   await stage.start();
   return withHttp('detector', cfg, log, metrics, {

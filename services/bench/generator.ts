@@ -449,10 +449,10 @@ class TaskBuilder {
     const taskKey = `ASIA${rng.fromAlphabet(BASE32_UPPER, 16)}`;
     const usesVault = agent.tools.some((t) => t.target.kind === 'vault');
 
-    // Budget: start + end (the root span), the role assumption, a Vault login when needed.
     const emit = (at: number, stream: Emission['stream'], events: number, make: () => string, records = 1, noise = false): void => {
       out.push({ at, stream, events, records, noise, make });
     };
+    // Budget: start + end (the root span), the role assumption, a Vault login when needed.
     let budget = eventsPerTask - 3;
     let t = start + rng.logNormal(40, 0.5, 5, 400);
     const assumedAt = t;
@@ -477,8 +477,9 @@ class TaskBuilder {
       t = chatEnd;
       if (budget <= 0) break;
       let tool = rng.pick(agent.tools);
-      const extra = tool.target.kind === 'none' || (tool.target.kind === 'vault' && accessor === undefined) ? 0 : 1;
-      if (budget < 1 + extra || (tool.target.kind === 'vault' && accessor === undefined)) {
+      // A tool with a resource record needs two events of budget, and a Vault tool needs the login;
+      // otherwise the agent calls a local tool instead.
+      if ((tool.target.kind !== 'none' && budget < 2) || (tool.target.kind === 'vault' && accessor === undefined)) {
         tool = agent.tools.find((x) => x.target.kind === 'none') ?? tool;
       }
       const toolStart = t + rng.logNormal(8, 0.5, 1, 100);
@@ -486,7 +487,7 @@ class TaskBuilder {
       const callAt = toolStart + (toolEnd - toolStart) * 0.5;
       let requestId: string | undefined;
       const target = tool.target;
-      if (target.kind === 'aws' && budget >= 2) {
+      if (target.kind === 'aws') {
         // Most calls are signed with the task's own session; some SDK paths fall back to the pod's
         // instance profile, and then only the request id (on the tool span) ties the call to the task.
         const key = rng.chance(0.8) ? taskKey : pod.instanceKey;
@@ -494,7 +495,7 @@ class TaskBuilder {
         requestId = reqId;
         emit(callAt, 'cloudtrail', 1, () => JSON.stringify(this.awsCall(pod, target.service, key, key === taskKey ? roleSession : pod.name, reqId, callAt)));
         budget--;
-      } else if (target.kind === 'vault' && accessor !== undefined && budget >= 2) {
+      } else if (target.kind === 'vault' && accessor !== undefined) {
         const acc = accessor;
         emit(callAt, 'vault', 1, () => this.vaultRead(pod, taskId, acc, target.path, callAt), 2);
         budget--;
