@@ -41,7 +41,10 @@ export interface DetectorContext {
 
 /** One instance of a detector; holds bounded state (per task, per identity) of its own. */
 export interface DetectorInstance {
-  /** Called for each new event with the task's timeline including it. */
+  /**
+   * Called for each new event with the task's timeline including it. Unattributed events come with
+   * `task.taskId === ''` and a one-event view.
+   */
   onEvent(event: TimelineEvent, task: TaskView): Finding[];
   /** Called when a task closes (rules whose verdict depends on absence within a window). */
   onTaskClosed?(task: TaskView): Finding[];
@@ -53,6 +56,8 @@ export interface Detector<C = unknown> {
   configSchema: z.ZodType<C>;
   /** `configFor(agentId)` gives the effective config, with per-agent overrides applied. */
   create(configFor: (agentId: string) => C, ctx: DetectorContext): DetectorInstance;
+  /** Positive and negative fixtures; all are replayed through all detectors by one test. */
+  fixtures: readonly DetectorFixture[];
 }
 
 /** A fixture: a timeline and what the detector must (or must not) find in it. */

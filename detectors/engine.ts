@@ -44,9 +44,15 @@ export class DetectorEngine {
   process(events: readonly TimelineEvent[]): Finding[] {
     const out: Finding[] = [];
     for (const e of events) {
-      if (!e.task_id) continue;
       if (this.seenEvents.has(e.event_id)) continue;
       this.seenEvents.set(e.event_id, true);
+      if (!e.task_id) {
+        // Unattributed events have no timeline, but are still evaluated on their own (a credential
+        // nobody issued to a task is itself a signal).
+        const view: TaskView = { taskId: '', events: [e] };
+        for (const inst of this.instances) this.collect(inst.onEvent(e, view), out);
+        continue;
+      }
       let tl = this.tasks.get(e.task_id);
       if (!tl) this.tasks.set(e.task_id, (tl = []));
       insertByTime(tl, e);
