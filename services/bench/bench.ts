@@ -146,6 +146,8 @@ export interface BenchResult {
     idle_rss_mb: number;
     idle_heap_mb: number;
     idle_open_tasks: number;
+    /** Messages the bus still held in memory at idle, by topic (topics holding none omitted). */
+    idle_bus_retained: Record<string, number>;
     /** (idle - baseline) / idle open tasks; null when no task was open. */
     rss_bytes_per_open_task: number | null;
     heap_bytes_per_open_task: number | null;
@@ -167,16 +169,23 @@ const LatencyRowSchema = z.object({
   max: z.coerce.number(),
 });
 
-const BUS_BACKLOG_LINE = /^runtrail_bus_backlog_messages\{topic="[^"]*"\} (\d+)$/gm;
+const BUS_BACKLOG_LINE = /^runtrail_bus_backlog_messages\{topic="([^"]*)"\} (\d+)$/gm;
 
 /**
- * Messages the in-process bus holds in memory. Only its metrics gauge exposes this (the Bus
- * interface has no such method), so the registry is rendered and the gauge's lines summed.
+ * Messages the in-process bus holds in memory, by topic. Only its metrics gauge exposes this (the
+ * Bus interface has no such method), so the registry is rendered and the gauge's lines read.
  */
+function busRetainedByTopic(pipeline: Pipeline): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const m of pipeline.metrics.render().matchAll(BUS_BACKLOG_LINE)) {
+    const n = Number(m[2]);
+    if (n > 0) out[m[1] as string] = n;
+  }
+  return out;
+}
+
 function busRetained(pipeline: Pipeline): number {
-  let n = 0;
-  for (const m of pipeline.metrics.render().matchAll(BUS_BACKLOG_LINE)) n += Number(m[1]);
-  return n;
+  return Object.values(busRetainedByTopic(pipeline)).reduce((a, b) => a + b, 0);
 }
 
 /**
@@ -231,6 +240,17 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
   }
   const cfg: Readonly<Config> = { ...opts.cfg, dataDir };
   const noiseRatio = opts.noiseRatio ?? 0.05;
+  const removeDir = ownDir && !opts.keep;
+  // A temporary store holds gigabytes; Ctrl-C must not leave it behind. The signal is re-raised
+  // once the directory is gone, so the process still ends the way the user asked.
+  const onSignal = (signal: NodeJS.Signals): void => {
+    rmSync(dataDir, { recursive: true, force: true });
+    process.kill(process.pid, signal);
+  };
+  if (removeDir) {
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+  }
   let pipeline: Pipeline | undefined;
   try {
     pipeline = await createPipeline({ cfg, log: opts.log, mode: opts.mode });
@@ -256,10 +276,14 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
     const result = await measure(pipeline, traffic.bodies, traffic.stats, opts, base, generateS, noiseRatio);
     await pipeline.shutdown();
     pipeline = undefined;
-    return { ...result, data_dir: ownDir && !opts.keep ? null : dataDir };
+    return { ...result, data_dir: removeDir ? null : dataDir };
   } finally {
     if (pipeline) await pipeline.shutdown().catch(() => undefined);
-    if (ownDir && !opts.keep) rmSync(dataDir, { recursive: true, force: true });
+    if (removeDir) {
+      process.removeListener('SIGINT', onSignal);
+      process.removeListener('SIGTERM', onSignal);
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   }
 }
 
@@ -331,7 +355,7 @@ async function measure(
   let idleAt = 0;
   let finalStart = 0;
   let publishDone = 0;
-  let idle = { rss: 0, heap: 0, openTasks: 0 };
+  let idle = { rss: 0, heap: 0, openTasks: 0, bus: {} as Record<string, number> };
   try {
     let next = 0;
     let failed = false;
@@ -386,7 +410,7 @@ async function measure(
     opts.onPhase?.(`all events consumed; measuring memory with ${correlator.openTaskCount.toLocaleString('en-US')} tasks open`);
     if (!profiler) fullGc();
     const m = process.memoryUsage();
-    idle = { rss: m.rss, heap: m.heapUsed, openTasks: correlator.openTaskCount };
+    idle = { rss: m.rss, heap: m.heapUsed, openTasks: correlator.openTaskCount, bus: busRetainedByTopic(pipeline) };
     if (m.rss > peaks.rss) peaks.rss = m.rss;
     sampling = true;
 
@@ -455,6 +479,7 @@ async function measure(
       idle_rss_mb: round(idle.rss / MB, 1),
       idle_heap_mb: round(idle.heap / MB, 1),
       idle_open_tasks: idle.openTasks,
+      idle_bus_retained: idle.bus,
       rss_bytes_per_open_task: perTask(idle.rss, base.rss),
       heap_bytes_per_open_task: perTask(idle.heap, base.heapUsed),
       final_rss_mb: round(fin.rss / MB, 1),
@@ -503,7 +528,15 @@ export function formatBenchTable(r: BenchResult): string {
       'per open task',
       r.memory.rss_bytes_per_open_task === null
         ? 'n/a (no task open at idle)'
-        : `${n(r.memory.rss_bytes_per_open_task)} B RSS, ${n(r.memory.heap_bytes_per_open_task ?? 0)} B heap (idle RSS ${n(r.memory.idle_rss_mb)} MiB, heap ${n(r.memory.idle_heap_mb)} MiB)`,
+        : `${n(r.memory.rss_bytes_per_open_task)} B RSS, ${n(r.memory.heap_bytes_per_open_task ?? 0)} B heap ` +
+          `(idle RSS ${n(r.memory.idle_rss_mb)} MiB, heap ${n(r.memory.idle_heap_mb)} MiB, less baseline, over open tasks; ` +
+          'includes bus backlog and store caches, so only large --tasks runs give a per-task figure)',
+    ],
+    [
+      'bus at idle',
+      Object.keys(r.memory.idle_bus_retained).length === 0
+        ? 'holds no messages'
+        : `holds ${Object.entries(r.memory.idle_bus_retained).map(([t, v]) => `${t} ${n(v)}`).join(', ')} messages`,
     ],
     ['after close', `RSS ${n(r.memory.final_rss_mb)} MiB, heap ${n(r.memory.final_heap_mb)} MiB`],
     [

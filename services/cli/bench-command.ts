@@ -54,11 +54,16 @@ Options:
 ${COMMON_HELP}
 
 With --data DIR the directory must be empty or absent, and it is kept. Without it a temporary
-directory is used and deleted afterwards unless --keep.
+directory is used and deleted afterwards unless --keep (RUNTRAIL_DATA_DIR and the config file's
+dataDir are ignored, so a benchmark never writes into real data). Logs at warn unless
+--log-level says otherwise.
+
+The memory scenario (--tasks 100000) currently needs more than Node's default 4 GiB heap:
+run it with NODE_OPTIONS=--max-old-space-size=16384.
 
 Examples:
   runtrail bench
-  runtrail bench --tasks 100000 --events 2000000
+  NODE_OPTIONS=--max-old-space-size=16384 runtrail bench --tasks 100000
   runtrail bench --mode replay --events 500000 --seed 7 | tail -n 1 | jq .events_per_s`,
   options: {
     events: { type: 'string' },

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { parseCommandArgs, reportError, type Command, type Io } from './command.ts';
+import { benchCommand } from './bench-command.ts';
 import { policyCommand } from './policy-command.ts';
 import { replayCommand } from './replay-command.ts';
 import { schemaCommand } from './schema-command.ts';
@@ -8,7 +9,7 @@ import { SERVICE_COMMANDS } from './service-commands.ts';
 import { startCommand } from './start-command.ts';
 
 /** Every subcommand, in help order. */
-export const COMMANDS: readonly Command[] = [startCommand, replayCommand, sqlCommand, policyCommand, schemaCommand, ...SERVICE_COMMANDS];
+export const COMMANDS: readonly Command[] = [startCommand, replayCommand, sqlCommand, policyCommand, schemaCommand, benchCommand, ...SERVICE_COMMANDS];
 
 function version(): string {
   const pkg: unknown = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));

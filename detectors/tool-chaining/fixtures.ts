@@ -1,0 +1,3 @@
+import type { DetectorFixture } from '../detector.ts';
+
+export const fixtures: DetectorFixture[] = [];

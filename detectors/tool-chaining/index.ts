@@ -1,0 +1,155 @@
+import { ACTION_CAPABILITIES } from '../catalog/tool-catalog.ts';
+import type { Detector, DetectorContext, DetectorInstance, DetectorMeta, TaskView } from '../detector.ts';
+import { makeFinding, type FindingInput } from '../finding-builder.ts';
+import { EVENT_TYPE, type TimelineEvent } from '../../shared/event.ts';
+import type { Finding } from '../../shared/finding.ts';
+import { BoundedMap } from '../../shared/lru.ts';
+import { BaselineStore } from './baseline.ts';
+import { ACTION_CHAIN_RULE, CHAIN_FAST_RULE, CHAIN_LONG_RULE, onChainStep } from './chains.ts';
+import { ToolChainingConfigSchema, type ToolChainingConfig } from './config.ts';
+import { fixtures } from './fixtures.ts';
+import { INJECTION_RULE, observeTaskStart, onToolCall } from './injection.ts';
+import { SEQUENCE_RULE, closeWindows, onStep } from './sequences.ts';
+import { TaskState, type StepRecord } from './task-state.ts';
+import { TRANSITION_RULE, onTransition } from './transitions.ts';
+
+export type { ToolChainingConfig } from './config.ts';
+
+/** What the detector is, its rules and references. */
+export const TOOL_CHAINING_META: DetectorMeta = {
+  id: 'tool-chaining',
+  title: 'Tool chaining',
+  description:
+    'Follows each task as a chain of tool calls: values that entered through untrusted tool output and reach the arguments of ' +
+    'a state-changing or sending call (weighted by the instructions that output carried), ordered sequences from the policy, ' +
+    'chains longer or faster than allowed, and transitions outside the agent’s baseline.',
+  defaultSeverity: 'high',
+  tags: [
+    'owasp-agentic:T2 Tool Misuse',
+    'owasp-agentic:T6 Intent Breaking & Goal Manipulation',
+    'maestro:L3 Agent Frameworks',
+    'nist-ai-rmf:MANAGE',
+  ],
+  falsePositives: [
+    'The user delegated to a document whose imperative lines name values ("pay the invoice to ..."): reported as medium, high only when the text also addresses the AI, overrides, re-orders its task, poses as the system or hides itself.',
+    'Security tooling that quotes prompt-injection samples and then acts on values inside them (e.g. a triage agent blocking a URL it read in a phishing report).',
+    'Values the user gave in an earlier conversation turn that is not part of this task’s request are not recognised as the user’s own.',
+    'Sequences and chains describe shapes, not intent: summarising tasks that legitimately administer, long batch jobs and new tools in an agent’s toolbox are reported at medium or lower.',
+  ],
+  rules: {
+    [INJECTION_RULE]: 'A value from untrusted tool output reaches the arguments of an acting call; high when the output carried instructions aimed at the agent.',
+    [SEQUENCE_RULE]: 'An ordered sequence of steps from the policy occurred within its time span and number of calls (absence steps evaluated when the window closes).',
+    [CHAIN_LONG_RULE]: 'More tool calls in one task than the policy allows.',
+    [ACTION_CHAIN_RULE]: 'More consecutive action calls than the policy allows.',
+    [CHAIN_FAST_RULE]: 'Tool calls faster than the policy’s minimum mean interval.',
+    [TRANSITION_RULE]: 'A tool-to-tool transition UNSEEN or RARE in the agent’s history (counts in the evidence).',
+  },
+};
+
+class ToolChainingInstance implements DetectorInstance {
+  private readonly tasks: BoundedMap<string, TaskState>;
+  private readonly baselines: BaselineStore;
+
+  constructor(
+    private readonly configFor: (agentId: string) => ToolChainingConfig,
+    private readonly ctx: DetectorContext,
+  ) {
+    const defaults = configFor('');
+    this.baselines = new BaselineStore(defaults.baseline.max_agents);
+    // A task evicted before it closed still teaches its agent's baseline.
+    this.tasks = new BoundedMap(defaults.limits.max_tasks, (_id, st) => this.learn(st));
+  }
+
+  onEvent(event: TimelineEvent, task: TaskView): Finding[] {
+    if (!task.taskId) return [];
+    if (event.type !== EVENT_TYPE.taskStarted && event.type !== EVENT_TYPE.toolCall) {
+      // Any later event of the task moves its event time on, which may close absence windows.
+      const st = this.tasks.peek(task.taskId);
+      if (!st || st.pending.length === 0) return [];
+      return this.build(closeWindows(st, this.configFor(st.agentId).sequences, this.configFor(st.agentId).injection.high_score, { time: event.time }));
+    }
+    if (event.source !== 'agent') return [];
+    const state = this.stateOf(task.taskId, event);
+    const cfg = this.configFor(state.agentId);
+    const seq = ++state.seq;
+    const out: FindingInput[] = [];
+
+    if (event.type === EVENT_TYPE.taskStarted) {
+      observeTaskStart(state, event, cfg.injection, cfg.limits.max_trusted_chars);
+      state.taskStart = event;
+      state.taskInput = event.messages?.input ?? '';
+      const step: StepRecord = { event, seq, index: 0, kind: 'task', tool: '', caps: new Set(), action: false, instructions: 0, resultChars: 0 };
+      state.pushStep(step);
+      out.push(...onStep(state, cfg.sequences, step, cfg.injection.high_score));
+      return this.build(out);
+    }
+
+    const tool = event.tool;
+    if (!tool) return [];
+    const cls = this.ctx.catalog.classify(tool);
+    const action = [...cls.capabilities].some((c) => ACTION_CAPABILITIES.has(c));
+    let instructions = 0;
+    if (cfg.injection.enabled) {
+      const r = onToolCall(state, event, seq, cls.capabilities, action, cls.untrustedOutput, cfg.injection);
+      out.push(...r.findings);
+      instructions = r.instructions;
+    }
+    const previous = [...state.steps].reverse().find((s) => s.kind === 'tool');
+    const step: StepRecord = {
+      event,
+      seq,
+      index: state.toolCalls + 1,
+      kind: 'tool',
+      tool: tool.name,
+      caps: cls.capabilities,
+      action,
+      instructions,
+      resultChars: tool.result?.length ?? 0,
+    };
+    state.pushStep(step);
+    out.push(...onChainStep(state, step, cfg.chains));
+    out.push(...onStep(state, cfg.sequences, step, cfg.injection.high_score));
+    out.push(...onTransition(state, this.baselines, step, previous, cfg.baseline));
+    return this.build(out);
+  }
+
+  onTaskClosed(task: TaskView): Finding[] {
+    const state = this.tasks.peek(task.taskId);
+    if (!state) return [];
+    const cfg = this.configFor(state.agentId);
+    const lastTime = task.events[task.events.length - 1]?.time ?? 0;
+    const out = closeWindows(state, cfg.sequences, cfg.injection.high_score, { closing: true, time: lastTime });
+    this.tasks.delete(task.taskId);
+    this.learn(state);
+    return this.build(out);
+  }
+
+  private learn(state: TaskState): void {
+    if (state.transitions.length === 0) return;
+    this.baselines.learn(state.agentId, state.transitions, this.configFor(state.agentId).baseline);
+  }
+
+  private stateOf(taskId: string, event: TimelineEvent): TaskState {
+    let st = this.tasks.get(taskId);
+    if (!st) {
+      const agentId = event.agent_id ?? '';
+      const cfg = this.configFor(agentId);
+      st = new TaskState(taskId, cfg.limits.max_steps_per_task, cfg.limits.max_values_per_task);
+      st.agentId = agentId;
+      this.tasks.set(taskId, st);
+    } else if (!st.agentId && event.agent_id) st.agentId = event.agent_id;
+    return st;
+  }
+
+  private build(inputs: readonly FindingInput[]): Finding[] {
+    return inputs.map((f) => makeFinding(TOOL_CHAINING_META, f));
+  }
+}
+
+/** The tool-chaining detector. */
+export const toolChaining: Detector<ToolChainingConfig> = {
+  meta: TOOL_CHAINING_META,
+  configSchema: ToolChainingConfigSchema,
+  create: (configFor, ctx) => new ToolChainingInstance(configFor, ctx),
+  fixtures,
+};
