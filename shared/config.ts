@@ -39,6 +39,11 @@ export const CorrelatorConfigSchema = z.strictObject({
    * drains. Default 60 000.
    */
   graceWallMs: ms.default(60_000),
+  /**
+   * A source partition that delivered nothing for this long (wall clock) no longer holds the
+   * event-time watermark back, ms. Default 5 000.
+   */
+  sourceIdleMs: ms.default(5_000),
   /** Allowed lateness of events behind the event-time watermark, ms. Default 5 000. */
   allowedLatenessMs: ms.default(5_000),
   /** A task closes this long (event time) after its end event, ms. Default 30 000. */

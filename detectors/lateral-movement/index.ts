@@ -305,9 +305,12 @@ export class LateralMovementInstance implements DetectorInstance {
       if (typeof v === 'string' && matchesAny(oc.allowed_actors, v)) return;
     }
     const rt = this.runtimes.peek(issue.taskId);
+    // An issuance logged by the issuer names the issuer's endpoint as host (CloudTrail's
+    // `sts.amazonaws.com`): the task's runtime is then the better statement of where it went.
+    const hosts = [issue.event.host, rt?.host].filter((h): h is string => !!h && !matchesAny(oc.ignore_hosts, h));
     const origin = {
       workload: issue.event.workload_id ?? rt?.workload,
-      host: issue.event.host ?? rt?.host,
+      host: hosts[0],
       srcIp: issue.event.src_ip,
     };
     const mismatches: Array<{ dim: string; issued: string; used: string }> = [];
@@ -316,7 +319,7 @@ export class LateralMovementInstance implements DetectorInstance {
       const b = workloadKey(e.workload_id);
       if (a.kind === b.kind && a.key !== b.key) mismatches.push({ dim: 'workload', issued: origin.workload, used: e.workload_id });
     }
-    if (oc.compare_host && origin.host && e.host && !matchesAny(oc.ignore_hosts, origin.host) && !matchesAny(oc.ignore_hosts, e.host)) {
+    if (oc.compare_host && origin.host && e.host && !matchesAny(oc.ignore_hosts, e.host)) {
       if (origin.host.toLowerCase() !== e.host.toLowerCase()) mismatches.push({ dim: 'host', issued: origin.host, used: e.host });
     }
     if (oc.compare_network && origin.srcIp && e.src_ip) {

@@ -3,9 +3,9 @@ import { BoundedMap } from '../../shared/lru.ts';
 import type { BaselineConfig } from './config.ts';
 
 /**
- * Per-agent baseline of tool-to-tool transitions, learned from the agent's earlier tasks in the
- * stream. A task's own transitions join the baseline only when the task closes (or its state is
- * evicted), so a task is always judged against history, never against itself.
+ * Per-agent baseline of tool-to-tool transitions, learned from the agent's tasks as the stream goes.
+ * Transitions join the baseline as they happen, but a task is always judged against the others: its
+ * own contributions are subtracted before judging (so history = every other task seen so far).
  */
 
 /** The pseudo-tool a task starts from. */
@@ -75,13 +75,16 @@ export class BaselineStore {
     return this.agents.evicted;
   }
 
-  /** Judges a transition against the agent's history. */
-  judge(agentId: string, from: string, to: string, cfg: BaselineConfig): TransitionJudgement {
+  /**
+   * Judges a transition against the agent's history, minus what the judged task itself contributed
+   * (`own`: its counts of this transition and of transitions from `from`, and whether it contributed).
+   */
+  judge(agentId: string, from: string, to: string, own: OwnCounts, cfg: BaselineConfig): TransitionJudgement {
     const b = this.agents.peek(agentId);
-    const tasks = b?.tasks ?? 0;
+    const tasks = (b?.tasks ?? 0) - (own.contributed ? 1 : 0);
     if (!b || tasks < cfg.min_tasks) return { verdict: 'NO_BASELINE', count: 0, fromTotal: 0, probability: 0, rareThreshold: 0, tasks };
-    const count = b.edges.get(`${from}\u0000${to}`) ?? 0;
-    const fromTotal = b.fromTotals.get(from) ?? 0;
+    const count = Math.max(0, (b.edges.get(`${from}\u0000${to}`) ?? 0) - own.edge);
+    const fromTotal = Math.max(0, (b.fromTotals.get(from) ?? 0) - own.from);
     const probability = fromTotal > 0 ? count / fromTotal : 0;
     const rareThreshold = b.rareThreshold(cfg.rare_quantile, cfg.rare_max_probability);
     let verdict: TransitionVerdict = 'FREQUENT';
@@ -90,11 +93,18 @@ export class BaselineStore {
     return { verdict, count, fromTotal, probability, rareThreshold, tasks };
   }
 
-  /** Adds one finished task's transitions to its agent's history. */
-  learn(agentId: string, transitions: ReadonlyArray<readonly [string, string]>, cfg: BaselineConfig): void {
+  /** Adds one transition of a task; `firstOfTask` counts the task into the agent's history. */
+  learn(agentId: string, from: string, to: string, firstOfTask: boolean, cfg: BaselineConfig): void {
     let b = this.agents.get(agentId);
     if (!b) this.agents.set(agentId, (b = new AgentBaseline()));
-    b.tasks++;
-    for (const [from, to] of transitions) b.add(from, to, cfg.max_transitions_per_agent);
+    if (firstOfTask) b.tasks++;
+    b.add(from, to, cfg.max_transitions_per_agent);
   }
+}
+
+/** What the judged task itself contributed to the counts. */
+export interface OwnCounts {
+  edge: number;
+  from: number;
+  contributed: boolean;
 }

@@ -290,10 +290,10 @@ export const ChainsConfigSchema = z.strictObject({
   max_consecutive_actions: z.number().int().positive().default(12),
   /**
    * Minimum mean interval between tool calls (milliseconds) over the last `rate_window_steps` calls;
-   * faster is flagged. 0 disables. Default 0 (event times from replays and synthetic traces are not
-   * wall-clock times; set it for live agents, e.g. 200).
+   * faster is flagged (100 ms = more than 600 calls per minute sustained: machine-speed looping, not
+   * a model reasoning between calls). 0 disables. Default 100.
    */
-  min_step_interval_ms: z.number().int().min(0).default(0),
+  min_step_interval_ms: z.number().int().min(0).default(100),
   /** Tool calls the mean interval is computed over. Default 10. */
   rate_window_steps: z.number().int().min(2).default(10),
   /** Severity of a too-long chain. Default `medium`. */

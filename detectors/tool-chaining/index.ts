@@ -56,8 +56,7 @@ class ToolChainingInstance implements DetectorInstance {
   ) {
     const defaults = configFor('');
     this.baselines = new BaselineStore(defaults.baseline.max_agents);
-    // A task evicted before it closed still teaches its agent's baseline.
-    this.tasks = new BoundedMap(defaults.limits.max_tasks, (_id, st) => this.learn(st));
+    this.tasks = new BoundedMap(defaults.limits.max_tasks);
   }
 
   onEvent(event: TimelineEvent, task: TaskView): Finding[] {
@@ -120,13 +119,7 @@ class ToolChainingInstance implements DetectorInstance {
     const lastTime = task.events[task.events.length - 1]?.time ?? 0;
     const out = closeWindows(state, cfg.sequences, cfg.injection.high_score, { closing: true, time: lastTime });
     this.tasks.delete(task.taskId);
-    this.learn(state);
     return this.build(out);
-  }
-
-  private learn(state: TaskState): void {
-    if (state.transitions.length === 0) return;
-    this.baselines.learn(state.agentId, state.transitions, this.configFor(state.agentId).baseline);
   }
 
   private stateOf(taskId: string, event: TimelineEvent): TaskState {

@@ -84,8 +84,9 @@ export class TaskState {
   readonly pending: PendingAbsence[] = [];
   /** Rule keys already reported (one finding per sequence / chain rule / transition per task). */
   readonly fired = new Set<string>();
-  /** Transitions of this task, for the agent's baseline once the task is over. */
-  readonly transitions: Array<readonly [string, string]> = [];
+  /** This task's own transition counts (subtracted when judging it against its agent's baseline). */
+  readonly ownTransitions = new Map<string, number>();
+  readonly ownFromTotals = new Map<string, number>();
   taskStart: TimelineEvent | undefined;
   taskInput = '';
   seq = 0;
@@ -117,9 +118,16 @@ export class TaskState {
     if (this.actions.length > 50) this.actions.shift();
   }
 
-  pushTransition(from: string, to: string): void {
-    if (this.transitions.length < this.maxSteps * 2) this.transitions.push([from, to]);
-    else this.dropped++;
+  /** Counts a transition of this task; false (and counted as dropped) beyond the per-task bound. */
+  recordTransition(from: string, to: string): boolean {
+    const k = `${from}\u0000${to}`;
+    if (!this.ownTransitions.has(k) && this.ownTransitions.size >= this.maxSteps) {
+      this.dropped++;
+      return false;
+    }
+    this.ownTransitions.set(k, (this.ownTransitions.get(k) ?? 0) + 1);
+    this.ownFromTotals.set(from, (this.ownFromTotals.get(from) ?? 0) + 1);
+    return true;
   }
 
   /** True when `key` (or `norm` as text) is in the user's request or the system instructions. */

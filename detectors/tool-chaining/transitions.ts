@@ -16,11 +16,14 @@ export function onTransition(state: TaskState, store: BaselineStore, step: StepR
   const from = state.prevTool ?? TASK_START;
   const to = step.tool;
   state.prevTool = to;
-  state.pushTransition(from, to);
-  if (!cfg.enabled || (cfg.only_into_actions && !step.action)) return [];
+  if (!cfg.enabled) return [];
+  const own = { edge: state.ownTransitions.get(`${from}\u0000${to}`) ?? 0, from: state.ownFromTotals.get(from) ?? 0, contributed: state.ownTransitions.size > 0 };
+  const judged = !cfg.only_into_actions || step.action;
   const key = `tr:${from}>${to}`;
-  if (state.fired.has(key)) return [];
-  const j = store.judge(state.agentId, from, to, cfg);
+  const j = judged && !state.fired.has(key) ? store.judge(state.agentId, from, to, own, cfg) : undefined;
+  // Learn after judging: the task's own transition must not make itself look familiar.
+  if (state.recordTransition(from, to)) store.learn(state.agentId, from, to, !own.contributed, cfg);
+  if (!j) return [];
   let severity: Severity | 'off' = 'off';
   if (j.verdict === 'UNSEEN') severity = cfg.unseen_severity;
   else if (j.verdict === 'RARE') severity = cfg.rare_severity;

@@ -95,8 +95,14 @@ export class Correlator {
   private pendingHead = 0;
   private pendingLive = 0;
   private readonly pendingByKey = new Map<string, Pending[]>();
-  /** Highest event time seen (epoch ms); drives grace, linger and idle expiry. */
+  /** Highest event time seen (epoch ms). */
   private maxEventTime = 0;
+  /**
+   * Highest event time per source partition and when it last delivered (wall clock). The
+   * watermark is the minimum over active sources, so a topic read ahead of another (the bus reads
+   * topics in turn) cannot expire events whose join is still coming on the slower one.
+   */
+  private readonly sources = new Map<string, { max: number; lastWall: number }>();
   readonly stats: CorrelatorStats = {
     resolved: { direct: 0, trace: 0, credential: 0, request: 0, workload: 0, session: 0, unattributed: 0 },
     pendingEvicted: 0,
@@ -155,8 +161,16 @@ export class Correlator {
    */
   ingest(inputs: readonly CorrelatorInput[], now = Date.now()): CorrelatorOutput {
     const out = emptyOutput();
-    for (const { event } of inputs) {
+    const wall = Date.now();
+    for (const { event, position } of inputs) {
       if (event.time > this.maxEventTime) this.maxEventTime = event.time;
+      const key = position ? `${position.topic}/${position.partition}` : '';
+      const src = this.sources.get(key);
+      if (!src) this.sources.set(key, { max: event.time, lastWall: wall });
+      else {
+        if (event.time > src.max) src.max = event.time;
+        src.lastWall = wall;
+      }
       if (event.task_id && event.trace_id && event.source === 'agent') this.traceTask.set(event.trace_id, event.task_id);
     }
     for (const input of inputs) this.process(input, out, now);
@@ -170,7 +184,8 @@ export class Correlator {
    */
   tick(now = Date.now(), flushAll = false): CorrelatorOutput {
     const out = emptyOutput();
-    const horizon = this.maxEventTime - this.cfg.graceMs;
+    const watermark = this.watermark();
+    const horizon = watermark - this.cfg.graceMs;
     while (this.pendingHead < this.pending.length) {
       const p = this.pending[this.pendingHead] as Pending;
       if (!p.done) {
@@ -186,8 +201,8 @@ export class Correlator {
     }
     this.compactPending();
     for (const [id, t] of [...this.openTasks.entries()]) {
-      const endDue = t.endedAt > 0 && this.maxEventTime > t.endedAt + this.cfg.taskLingerMs;
-      const idleDue = this.maxEventTime > t.lastTime + this.cfg.taskIdleMs;
+      const endDue = t.endedAt > 0 && watermark > t.endedAt + this.cfg.taskLingerMs;
+      const idleDue = watermark > t.lastTime + this.cfg.taskIdleMs;
       if (flushAll || endDue || idleDue) {
         this.openTasks.delete(id);
         this.closedTasks.set(id, t.lastTime);
@@ -197,6 +212,14 @@ export class Correlator {
       }
     }
     return out;
+  }
+
+  /** Event-time watermark: the minimum of the active sources' highest event times. */
+  watermark(): number {
+    const wall = Date.now();
+    let min = Number.POSITIVE_INFINITY;
+    for (const s of this.sources.values()) if (wall - s.lastWall <= this.cfg.sourceIdleMs && s.max < min) min = s.max;
+    return Number.isFinite(min) ? min : this.maxEventTime;
   }
 
   private process(input: CorrelatorInput, out: CorrelatorOutput, now: number): void {

@@ -57,9 +57,11 @@ interface Segment {
 }
 
 class TopicLog {
-  /** Offset of entries[0]. */
+  /** Offset of the first entry held in memory. */
   base = 0;
-  readonly entries: Entry[] = [];
+  /** Entries from `head` on are live; the head index avoids O(n) splices on every trim. */
+  private entries: Entry[] = [];
+  private head = 0;
   /** Offset the next message gets. */
   end = 0;
   readonly segments: Segment[] = [];
@@ -67,6 +69,34 @@ class TopicLog {
   private waiters: Array<() => void> = [];
 
   constructor(readonly topic: TopicId) {}
+
+  /** Messages held in memory. */
+  get size(): number {
+    return this.entries.length - this.head;
+  }
+
+  push(e: Entry): void {
+    this.entries.push(e);
+  }
+
+  get(offset: number): Entry | undefined {
+    return offset < this.base ? undefined : this.entries[this.head + (offset - this.base)];
+  }
+
+  /** Forgets in-memory entries before `offset`. */
+  dropBefore(offset: number): void {
+    if (offset <= this.base) return;
+    const n = Math.min(offset - this.base, this.size);
+    this.head += n;
+    this.base = offset;
+    if (this.size === 0) {
+      this.entries = [];
+      this.head = 0;
+    } else if (this.head > 4096 && this.head * 2 > this.entries.length) {
+      this.entries = this.entries.slice(this.head);
+      this.head = 0;
+    }
+  }
 
   notify(): void {
     const w = this.waiters;
@@ -109,7 +139,7 @@ export class LocalBus implements Bus {
     const m = opts.metrics;
     if (m) {
       m.gauge('runtrail_bus_backlog_messages', 'Messages held in the in-process bus per topic').collect(() =>
-        [...this.topics.values()].map((t) => [{ topic: t.topic }, t.entries.length]),
+        [...this.topics.values()].map((t) => [{ topic: t.topic }, t.size]),
       );
     }
   }
@@ -194,12 +224,12 @@ export class LocalBus implements Bus {
       t.segments.push({ base, path, bytes: statSync(path).size, count: lines.length });
       for (let i = 0; i < lines.length; i++) {
         const off = base + i;
-        if (off >= need) t.entries.push(this.decodeLine(t.topic, lines[i] as string));
+        if (off >= need) t.push(this.decodeLine(t.topic, lines[i] as string));
         else t.base = off + 1;
       }
       t.end = base + lines.length;
     }
-    if (t.entries.length === 0) t.base = t.end;
+    if (t.size === 0) t.base = t.end;
     if (t.segments.length > 0) this.opts.log.info({ topic: t.topic, from: t.base, to: t.end }, 'bus topic recovered');
   }
 
@@ -233,11 +263,9 @@ export class LocalBus implements Bus {
     }
     if (this.opts.dir) this.append(t, messages);
     const retained = (this.groupsByTopic.get(topic)?.size ?? 0) > 0 || this.hasLiveReader(topic);
-    for (const m of messages) {
-      if (retained) t.entries.push({ key: m.key, value: m.value });
-    }
-    if (!retained) t.base = t.end + messages.length;
+    if (retained) for (const m of messages) t.push({ key: m.key, value: m.value });
     t.end += messages.length;
+    if (!retained) t.dropBefore(t.end);
     this.opts.metrics?.counter('runtrail_bus_published_total', 'Messages published on the in-process bus').inc({ topic }, messages.length);
     t.notify();
   }
@@ -309,7 +337,7 @@ export class LocalBus implements Bus {
         if (!opts.groupId) return;
         for (const o of offsets) bus.setCommitted(opts.groupId, o.topic, Number(o.offset));
         await bus.persistOffsets();
-        for (const o of offsets) bus.trim(bus.topics.get(o.topic) as TopicLog);
+        for (const o of offsets) bus.trimDisk(bus.topics.get(o.topic) as TopicLog);
       },
       async lag(): Promise<number> {
         let n = 0;
@@ -350,6 +378,7 @@ export class LocalBus implements Bus {
           continue;
         }
         sub.positions.set(topic, to);
+        this.trimMemory(t);
         delivered = true;
       }
       rr++;
@@ -369,7 +398,7 @@ export class LocalBus implements Bus {
     const messages: DeliveredMessage<T>[] = [];
     const undecodable: UndecodableMessage[] = [];
     for (let off = from; off < to; off++) {
-      const e = t.entries[off - t.base];
+      const e = t.get(off);
       if (!e) continue;
       if (e.bad !== undefined) {
         undecodable.push({ topic, partition: 0, offset: String(off), key: e.key, raw: e.raw ?? '', reason: e.bad });
@@ -380,13 +409,29 @@ export class LocalBus implements Bus {
     return { topic, partition: 0, messages, undecodable, nextOffset: String(to) };
   }
 
-  /** Drops in-memory entries and whole segments that every registered group has committed past. */
-  private trim(t: TopicLog): void {
-    const keepFrom = Math.min(this.retainFrom(t), this.slowestPosition(t));
-    if (keepFrom > t.base) {
-      t.entries.splice(0, Math.min(keepFrom - t.base, t.entries.length));
-      t.base = keepFrom;
+  /**
+   * Memory holds messages from the slowest live reader's position (or the committed offset of a
+   * group registered on disk that has not subscribed yet). Consumed but uncommitted messages stay
+   * only on disk: a restart recovers them from there, so they cost no memory meanwhile.
+   */
+  private trimMemory(t: TopicLog): void {
+    let keep = t.end;
+    const live = new Set<string>();
+    for (const s of this.subs) {
+      const p = s.positions.get(t.topic);
+      if (p === undefined || s.stopped) continue;
+      keep = Math.min(keep, p);
+      if (s.opts.groupId) live.add(s.opts.groupId);
     }
+    for (const g of this.groupsByTopic.get(t.topic) ?? []) {
+      if (!live.has(g)) keep = Math.min(keep, this.committed.get(g)?.get(t.topic) ?? 0);
+    }
+    t.dropBefore(keep);
+  }
+
+  /** Deletes whole log segments that every registered group has committed past. */
+  private trimDisk(t: TopicLog): void {
+    const keepFrom = this.retainFrom(t);
     while (t.segments.length > 1) {
       const s = t.segments[0] as Segment;
       const next = t.segments[1] as Segment;

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { ClickHouseError, createClient, type ClickHouseClient } from '@clickhouse/client';
+import { ClickHouseError, createClient, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig, type StorageConfig } from '../../shared/config.ts';
 import { RecordError } from '../../shared/errors.ts';
@@ -174,7 +174,7 @@ describe('errors and read-only mode', () => {
   it('applies settings in the engine and rejects unknown ones', async () => {
     const rs = await client.query({ query: 'SELECT number FROM system.numbers', format: 'JSONEachRow', clickhouse_settings: { max_result_rows: '5', result_overflow_mode: 'break' } });
     expect((await rs.json()).length).toBeGreaterThanOrEqual(5);
-    expect((await failure(client.query({ query: 'SELECT 1', clickhouse_settings: { no_such_setting: 1 } as Record<string, unknown> }))).code).toBe('115');
+    expect((await failure(client.query({ query: 'SELECT 1', clickhouse_settings: { no_such_setting: 1 } as ClickHouseSettings }))).code).toBe('115');
     const timeout = await failure(client.query({ query: 'SELECT sum(cityHash64(number)) FROM numbers(100000000000)', clickhouse_settings: { max_execution_time: 1 } }));
     expect(timeout.code).toBe('159');
   }, 30_000);

@@ -130,6 +130,21 @@ describe('correlator', () => {
     expect(late.events[0]?.late).toBe(true);
   });
 
+  it('holds the watermark at the slowest active source, so a topic read ahead cannot expire joins still coming', () => {
+    const c = correlator({ graceMs: 10_000 });
+    const agentPos = (o: number) => ({ topic: 'events.agent', partition: 0, offset: String(o) });
+    const resPos = (o: number) => ({ topic: 'events.resource', partition: 0, offset: String(o) });
+    c.ingest([{ event: ev({ source: 'agent', type: 'task.started', task_id: 'slow', time: T0 }), position: agentPos(0) }]);
+    const call = ev({ source: 'resource', type: 'resource.access', request_id: 'req-late', time: T0 + 1_000 });
+    c.ingest([{ event: call, position: resPos(0) }]);
+    // The resource topic runs a minute ahead of the agent topic.
+    c.ingest([{ event: ev({ source: 'resource', type: 'resource.access', credential_id: 'AKIAX', time: T0 + 60_000 }), position: resPos(1) }]);
+    expect(c.tick(0).events.map((e) => e.event_id)).not.toContain(call.event_id);
+    const span = ev({ source: 'agent', type: 'tool.call', task_id: 'slow', request_id: 'req-late', time: T0 + 900, tool: { name: 'cloud' } });
+    const out = c.ingest([{ event: span, position: agentPos(1) }]);
+    expect(out.events.find((e) => e.event_id === call.event_id)).toMatchObject({ task_id: 'slow', attribution: 'request' });
+  });
+
   it('bounds open tasks with LRU eviction', () => {
     const c = correlator({ maxOpenTasks: 10 });
     for (let i = 0; i < 25; i++) c.ingest([{ event: ev({ source: 'agent', type: 'task.started', task_id: `t${i}` }) }]);
