@@ -23,6 +23,15 @@ import { EventSourceSchema } from '../../shared/event.ts';
  * classes with writes, or privileged (admin / IAM) changes.
  */
 
+const regex = z.string().min(1).refine((s) => {
+  try {
+    new RegExp(s);
+    return true;
+  } catch {
+    return false;
+  }
+}, { message: 'expected a valid regular expression' });
+
 /** Score weights. Each distinct item counts once per window. */
 export const WeightsSchema = z.strictObject({
   /** Per distinct resource touched (successfully or with unknown outcome). Default 2. */
@@ -85,7 +94,7 @@ export const IdentityScopeSchema = z
     sources: z.array(EventSourceSchema).default(['resource', 'workload']),
     /** Rewrites applied to the identity (regex pattern, replacement): STS session names differ per task, the role does not. */
     identity_rewrites: z
-      .array(z.strictObject({ pattern: z.string().min(1), replacement: z.string() }))
+      .array(z.strictObject({ pattern: regex, replacement: z.string() }))
       .default([{ pattern: '^(arn:[^:]+:sts::[^:]*:assumed-role/[^/]+)/.*$', replacement: '$1' }]),
   })
   .refine(ascending, ASCENDING_MESSAGE);

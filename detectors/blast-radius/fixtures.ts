@@ -168,6 +168,26 @@ export const BLAST_RADIUS_FIXTURES: readonly DetectorFixture[] = [
     expect: [{ rule: 'identity-blast-radius', minSeverity: 'medium' }],
   },
   {
+    name: 'identity-blast-radius (negative): a config poller re-reads the same ten objects every minute for two hours',
+    events: Array.from({ length: 120 }, (_, i) =>
+      tev({
+        id: `br-ineg-${i}`,
+        source: 'resource',
+        type: 'resource.access',
+        format: 'cloudtrail',
+        time: at(i * 60),
+        credential_id: `ASIAPOLLER${String(Math.floor(i / 60)).padStart(10, '0')}`,
+        principal: `arn:aws:sts::${ACCOUNT}:assumed-role/config-poller/i-0abc${Math.floor(i / 60)}`,
+        action: 's3:GetObject',
+        outcome: 'success',
+        src_ip: '10.3.0.8',
+        resources: [{ type: 'AWS::S3::Object', id: `arn:aws:s3:::service-config/app-${i % 10}.json`, account: ACCOUNT }],
+        attributes: { readOnly: true },
+      }),
+    ),
+    expect: [],
+  },
+  {
     name: 'blast radius (negative): a benign task reads three records and sends one message',
     events: customerExport('br-neg1', 'task-br-neg1', 3),
     expect: [],

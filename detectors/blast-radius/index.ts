@@ -103,6 +103,16 @@ function matchesAny(globs: readonly string[], value: string): boolean {
   return res.some((r) => r.test(value));
 }
 
+type Rewrites = BlastRadiusConfig['identity']['identity_rewrites'];
+const rewriteCache = new WeakMap<Rewrites, Array<{ re: RegExp; replacement: string }>>();
+function rewriteIdentity(id: string, rewrites: Rewrites): string {
+  let compiled = rewriteCache.get(rewrites);
+  if (!compiled) rewriteCache.set(rewrites, (compiled = rewrites.map((r) => ({ re: new RegExp(r.pattern), replacement: r.replacement }))));
+  let out = id;
+  for (const r of compiled) out = out.replace(r.re, r.replacement);
+  return out;
+}
+
 function taskAgent(task: TaskView): string {
   for (const e of task.events) if (e.agent_id) return e.agent_id;
   return '';
@@ -160,8 +170,7 @@ export class BlastRadiusInstance implements DetectorInstance {
     if (idCfg.identity.enabled && idCfg.identity.sources.includes(e.source)) {
       const raw = e.workload_id ?? e.principal;
       if (raw) {
-        let identity = raw;
-        for (const r of idCfg.identity.identity_rewrites) identity = identity.replace(new RegExp(r.pattern), r.replacement);
+        const identity = rewriteIdentity(raw, idCfg.identity.identity_rewrites);
         this.score(`identity:${identity}`, e, this.contribution(e, idCfg), idCfg, 'identity', identity, out);
       }
     }

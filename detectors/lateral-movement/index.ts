@@ -74,6 +74,12 @@ interface IssuedCredential {
   account: string | undefined;
   /** Off-origin dedup keys already reported. */
   reported: Set<string>;
+  /**
+   * Uses that matched on everything comparable while the task's runtime (the origin's workload or
+   * host) was not known yet: sources travel on separate topics, so a resource log can overtake the
+   * agent spans that say where the task runs. Re-checked when the runtime becomes known (bounded).
+   */
+  waiting: TimelineEvent[];
 }
 
 /** The runtime a task ran in, from its agent and workload events (first values seen). */
@@ -122,6 +128,10 @@ const MAX_CHAIN_EVIDENCE = 8;
 const MAX_REACH_RESOURCES = 2_000;
 /** Most delegate tasks remembered per delegating task. */
 const MAX_DELEGATES_PER_TASK = 64;
+/** Most uses waiting for a task runtime, per credential. */
+const MAX_WAITING_USES = 8;
+/** Most credentials indexed per task (for re-checks when the task's runtime becomes known). */
+const MAX_CREDENTIALS_PER_TASK = 64;
 
 /** Attribution kinds that tie an issuance to a task an agent stated. */
 const REAL_TASK_ATTRIBUTIONS: ReadonlySet<Attribution> = new Set(['direct', 'trace', 'request']);
@@ -184,9 +194,13 @@ function serviceOf(action: string | undefined): string | undefined {
   return i > 0 ? action.slice(0, i) : undefined;
 }
 
-function rewriteIdentity(id: string, rewrites: LateralMovementConfig['identity-new-service']['identity_rewrites']): string {
+type Rewrites = LateralMovementConfig['identity-new-service']['identity_rewrites'];
+const rewriteCache = new WeakMap<Rewrites, Array<{ re: RegExp; replacement: string }>>();
+function rewriteIdentity(id: string, rewrites: Rewrites): string {
+  let compiled = rewriteCache.get(rewrites);
+  if (!compiled) rewriteCache.set(rewrites, (compiled = rewrites.map((r) => ({ re: new RegExp(r.pattern), replacement: r.replacement }))));
   let out = id;
-  for (const r of rewrites) out = out.replace(new RegExp(r.pattern), r.replacement);
+  for (const r of compiled) out = out.replace(r.re, r.replacement);
   return out;
 }
 
@@ -202,6 +216,8 @@ export class LateralMovementInstance implements DetectorInstance {
   private readonly delegations: BoundedMap<string, Delegation>;
   /** Delegating task -> tasks it delegated to (for credential-outside-task). */
   private readonly delegatedTasks: BoundedMap<string, Set<string>>;
+  /** Task -> credentials issued for it. */
+  private readonly taskCredentials: BoundedMap<string, string[]>;
 
   constructor(
     private readonly configFor: (agentId: string) => LateralMovementConfig,
@@ -214,13 +230,14 @@ export class LateralMovementInstance implements DetectorInstance {
     this.baselines = new BoundedMap(base.max_identities);
     this.delegations = new BoundedMap(base.max_delegations);
     this.delegatedTasks = new BoundedMap(base.max_delegations);
+    this.taskCredentials = new BoundedMap(base.max_credentials);
   }
 
   /** Eviction counts of the detector's bounded state. */
   get stats(): LateralMovementStats {
     return {
       credentialsEvicted: this.issued.evicted,
-      runtimesEvicted: this.runtimes.evicted,
+      runtimesEvicted: this.runtimes.evicted + this.taskCredentials.evicted,
       identitiesEvicted: this.baselines.evicted,
       delegationsEvicted: this.delegations.evicted + this.delegatedTasks.evicted,
     };
@@ -234,13 +251,13 @@ export class LateralMovementInstance implements DetectorInstance {
   onEvent(e: TimelineEvent, task: TaskView): Finding[] {
     const out: Finding[] = [];
     const cfg = this.configFor(agentOf(e, task));
-    this.learnRuntime(e);
+    if (this.learnRuntime(e) && cfg['credential-off-origin'].enabled) this.recheckWaiting(e.task_id, cfg, out);
     if (e.type === EVENT_TYPE.credentialIssued && e.credential) this.onIssued(e, cfg, out);
     if (e.type === EVENT_TYPE.agentDelegation && e.delegation) this.onDelegation(e, task);
     if (e.credential_id) {
       const issue = this.issued.get(e.credential_id);
       if (issue) {
-        if (cfg['credential-off-origin'].enabled) this.offOrigin(e, issue, task, cfg, out);
+        if (cfg['credential-off-origin'].enabled) this.offOrigin(e, issue, task.taskId, cfg, out, false);
         if (cfg['credential-outside-task'].enabled) this.outsideTask(e, issue, cfg, out);
       }
     }
@@ -249,13 +266,32 @@ export class LateralMovementInstance implements DetectorInstance {
     return out;
   }
 
-  /** The runtime of a task: workload and host of its agent and workload events. */
-  private learnRuntime(e: TimelineEvent): void {
-    if (!e.task_id || e.source === 'resource' || (!e.workload_id && !e.host)) return;
+  /** The runtime of a task: workload and host of its agent and workload events. True when it just grew. */
+  private learnRuntime(e: TimelineEvent): boolean {
+    if (!e.task_id || e.source === 'resource' || (!e.workload_id && !e.host)) return false;
     const rt = this.runtimes.get(e.task_id) ?? {};
-    if (!rt.workload && e.workload_id) rt.workload = e.workload_id;
-    if (!rt.host && e.host) rt.host = e.host;
+    let grew = false;
+    if (!rt.workload && e.workload_id) {
+      rt.workload = e.workload_id;
+      grew = true;
+    }
+    if (!rt.host && e.host) {
+      rt.host = e.host;
+      grew = true;
+    }
     this.runtimes.set(e.task_id, rt);
+    return grew;
+  }
+
+  /** Re-judges uses of the task's credentials that waited for its runtime. */
+  private recheckWaiting(taskId: string, cfg: LateralMovementConfig, out: Finding[]): void {
+    for (const id of this.taskCredentials.peek(taskId) ?? []) {
+      const issue = this.issued.peek(id);
+      if (!issue || issue.waiting.length === 0) continue;
+      const waiting = issue.waiting;
+      issue.waiting = [];
+      for (const use of waiting) this.offOrigin(use, issue, taskId, cfg, out, true);
+    }
   }
 
   private onIssued(e: TimelineEvent, cfg: LateralMovementConfig, out: Finding[]): void {
@@ -269,8 +305,13 @@ export class LateralMovementInstance implements DetectorInstance {
     const depth = parent && hop ? parent.depth + 1 : 0;
     const chain = parent && hop ? [...parent.chain, parent.event].slice(-MAX_CHAIN_EVIDENCE) : [];
     const account = arnAccount(cred.subject) ?? e.resources.find((r) => r.account)?.account;
-    const rec: IssuedCredential = { id: cred.id, event: e, taskId: e.task_id, realTask, depth, chain, account, reported: new Set() };
+    const rec: IssuedCredential = { id: cred.id, event: e, taskId: e.task_id, realTask, depth, chain, account, reported: new Set(), waiting: [] };
     this.issued.set(cred.id, rec);
+    if (e.task_id) {
+      const list = this.taskCredentials.get(e.task_id) ?? [];
+      if (!list.includes(cred.id) && list.length < MAX_CREDENTIALS_PER_TASK) list.push(cred.id);
+      this.taskCredentials.set(e.task_id, list);
+    }
 
     const rc = cfg['role-chaining'];
     if (!rc.enabled || depth <= rc.max_depth) return;
@@ -295,7 +336,7 @@ export class LateralMovementInstance implements DetectorInstance {
     );
   }
 
-  private offOrigin(e: TimelineEvent, issue: IssuedCredential, task: TaskView, cfg: LateralMovementConfig, out: Finding[]): void {
+  private offOrigin(e: TimelineEvent, issue: IssuedCredential, taskId: string, cfg: LateralMovementConfig, out: Finding[], recheck: boolean): void {
     if (e.event_id === issue.event.event_id) return;
     const oc = cfg['credential-off-origin'];
     // A service acting on the caller's behalf (or AWS's own network) is not the caller's origin.
@@ -332,7 +373,11 @@ export class LateralMovementInstance implements DetectorInstance {
         }
       }
     }
-    if (mismatches.length === 0) return;
+    if (mismatches.length === 0) {
+      const unknownOrigin = (oc.compare_workload && !origin.workload && !!e.workload_id) || (oc.compare_host && !origin.host && !!e.host && !matchesAny(oc.ignore_hosts, e.host));
+      if (unknownOrigin && !recheck && issue.waiting.length < MAX_WAITING_USES) issue.waiting.push(e);
+      return;
+    }
     const key = mismatches.map((m) => `${m.dim}=${m.used}`).join('|');
     if (issue.reported.has(key) || issue.reported.size >= oc.max_findings_per_credential) return;
     issue.reported.add(key);
@@ -348,7 +393,7 @@ export class LateralMovementInstance implements DetectorInstance {
           ` but used${e.action ? ` for ${e.action}` : ''} from ` +
           mismatches.map((m) => `${m.dim} ${m.used}`).join(', ') +
           (dims.includes('network') ? ` (addresses grouped by /${oc.ipv4_prefix} IPv4, /${oc.ipv6_prefix} IPv6).` : '.'),
-        taskId: issue.taskId || task.taskId,
+        taskId: issue.taskId || taskId,
         evidence: [issue.event, e],
         joinKeys: { credential_id: issue.id },
         windowStart: issue.event.time,

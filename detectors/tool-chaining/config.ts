@@ -85,6 +85,8 @@ export const KindWeightsSchema = z.strictObject({
   identifier: z.number().min(0).max(1).default(0.8),
   /** Quoted literals inside a directive ('...', "...", `...`), 6+ chars with a non-letter. Default 0.8. */
   literal: z.number().min(0).max(1).default(0.8),
+  /** Capitalised multi-word names inside a directive (a hotel, a company), 8+ chars. Default 0.7. */
+  name: z.number().min(0).max(1).default(0.7),
 });
 export type KindWeights = z.infer<typeof KindWeightsSchema>;
 
@@ -136,6 +138,15 @@ export const InjectionConfigSchema = z.strictObject({
    * catalog capabilities. Default true.
    */
   network_destination_is_action: z.boolean().default(true),
+  /**
+   * Treat calls of tools whose capabilities the catalog could only guess (no policy rule, no
+   * annotation, and neither the name nor the arguments reveal a capability: `reserve_table`,
+   * `confirm_slot`) as acting, with their flow weight multiplied by `unknown_tool_factor`. Tools known
+   * to only read stay non-acting. Default true.
+   */
+  unknown_tools_act: z.boolean().default(true),
+  /** Weight multiplier for flows into tools of unknown capability. Default 0.75. */
+  unknown_tool_factor: z.number().min(0).max(1).default(0.75),
   /**
    * Treat an argument of the agent's own call that carries instruction text (score at or above
    * `high_score`) and is not from the user's request as an untrusted source: the agent echoed an

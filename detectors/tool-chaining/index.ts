@@ -1,4 +1,4 @@
-import { ACTION_CAPABILITIES } from '../catalog/tool-catalog.ts';
+import { ACTION_CAPABILITIES, argumentNames, inferFromName } from '../catalog/tool-catalog.ts';
 import type { Detector, DetectorContext, DetectorInstance, DetectorMeta, TaskView } from '../detector.ts';
 import { makeFinding, type FindingInput } from '../finding-builder.ts';
 import { EVENT_TYPE, type TimelineEvent } from '../../shared/event.ts';
@@ -89,7 +89,10 @@ class ToolChainingInstance implements DetectorInstance {
     const action = [...cls.capabilities].some((c) => ACTION_CAPABILITIES.has(c));
     let instructions = 0;
     if (cfg.injection.enabled) {
-      const r = onToolCall(state, event, seq, cls.capabilities, action, cls.untrustedOutput, cfg.injection);
+      // A tool the catalog could only guess about (nothing in its name or arguments) is not known to be read-only.
+      const unknown = cls.source === 'inferred' && inferFromName(tool.name, argumentNames(tool.arguments)).caps.size === 0;
+      const actFactor = action ? 1 : unknown && cfg.injection.unknown_tools_act ? cfg.injection.unknown_tool_factor : 0;
+      const r = onToolCall(state, event, seq, cls.capabilities, actFactor, cls.untrustedOutput, cfg.injection);
       out.push(...r.findings);
       instructions = r.instructions;
     }

@@ -92,6 +92,7 @@ function isRelay(leaf: string, v: TrackedValue, cfg: InjectionConfig): boolean {
 
 /** A candidate flow of one value into one argument. */
 interface Flow {
+  actFactor: number;
   value: TrackedValue;
   leaf: ArgumentLeaf;
   destination: boolean;
@@ -114,10 +115,11 @@ function isAddressLeaf(leaf: ArgumentLeaf, v: TrackedValue): boolean {
 }
 
 /** Finds the strongest flow of tracked values into an action call. */
-function bestFlow(state: TaskState, call: { event: TimelineEvent; seq: number; caps: ReadonlySet<Capability>; leaves: ArgumentLeaf[] }, acting: boolean, cfg: InjectionConfig): Flow | undefined {
+function bestFlow(state: TaskState, call: { event: TimelineEvent; seq: number; caps: ReadonlySet<Capability>; leaves: ArgumentLeaf[] }, actFactor: number, cfg: InjectionConfig): Flow | undefined {
   const c = compiled(cfg);
   let best: Flow | undefined;
-  const literals = [...state.values.values()].filter((v) => v.kind === 'literal');
+  // Literals and names are matched by containment (argument text is free-form).
+  const literals = [...state.values.values()].filter((v) => v.kind === 'literal' || v.kind === 'name');
   for (const leaf of call.leaves) {
     if (leaf.value.length < cfg.min_value_length) continue;
     const keys = leafKeys(leaf, cfg.min_value_length);
@@ -136,11 +138,12 @@ function bestFlow(state: TaskState, call: { event: TimelineEvent; seq: number; c
       if (state.isTrusted(v.key, v.norm)) continue;
       const destination = c.destination.some((re) => re.test(leaf.name));
       const reachesHost = cfg.network_destination_is_action && v.kind === 'url' && (destination || isAddressLeaf(leaf, v));
-      if (!acting && !reachesHost) continue;
+      if (actFactor <= 0 && !reachesHost) continue;
       const relay = isRelay(leaf.value, v, cfg);
-      const weight = cfg.kind_weights[v.kind] * (destination || reachesHost ? 1 : cfg.non_destination_factor) * (relay ? cfg.relay_factor : 1);
+      const weight =
+        cfg.kind_weights[v.kind] * (destination || reachesHost ? 1 : cfg.non_destination_factor) * (relay ? cfg.relay_factor : 1) * (reachesHost ? 1 : actFactor);
       const score = Math.round(v.score * weight * 100) / 100;
-      if (!best || score > best.score || (score === best.score && v.score > best.value.score)) best = { value: v, leaf, destination: destination || reachesHost, relay, weight, score };
+      if (!best || score > best.score || (score === best.score && v.score > best.value.score)) best = { actFactor: reachesHost ? 1 : actFactor, value: v, leaf, destination: destination || reachesHost, relay, weight, score };
     }
   }
   return best;
@@ -164,7 +167,7 @@ function flowFinding(call: TimelineEvent, caps: ReadonlySet<Capability>, f: Flow
     title: `${v.kind} from untrusted output of ${from} used in ${tool}.${arg}`,
     summary:
       `The ${v.kind} "${v.raw}" entered the task through the ${v.via === 'echo' ? 'instruction text the agent echoed in its arguments of' : 'output of'} ${from}, which carried ${carried}, ` +
-      `and then appeared in argument \`${arg}\`${f.destination ? ' (a destination)' : ''} of ${tool} [${[...caps].join(', ')}]` +
+      `and then appeared in argument \`${arg}\`${f.destination ? ' (a destination)' : ''} of ${tool} [${f.actFactor < 1 ? 'capabilities unknown' : [...caps].join(', ')}]` +
       `${f.relay ? '; the argument copies the untrusted text verbatim (relay)' : ''}. It is not in the user's request or the system instructions.`,
     taskId,
     evidence: [v.source, call],
@@ -178,6 +181,7 @@ function flowFinding(call: TimelineEvent, caps: ReadonlySet<Capability>, f: Flow
       threshold: sev === 'critical' ? cfg.critical_score : sev === 'high' ? cfg.high_score : cfg.medium_score,
       destination: f.destination ? 1 : 0,
       relay: f.relay ? 1 : 0,
+      act_factor: f.actFactor,
     },
     tags,
     dedupKey: `${v.key}|${call.event_id}`,
@@ -191,7 +195,7 @@ function track(state: TaskState, source: TimelineEvent, seq: number, a: TextAnal
   for (const s of a.sentences) {
     if (!s.directive) continue;
     for (const v of extractValues(a.text.slice(s.start, s.end), { minLength: cfg.min_value_length, ignore: c.ignore, literals: true })) {
-      if (v.kind === 'literal') found.push({ ...v, start: v.start + s.start, end: v.end + s.start });
+      if (v.kind === 'literal' || v.kind === 'name') found.push({ ...v, start: v.start + s.start, end: v.end + s.start });
     }
   }
   let added = 0;
@@ -238,14 +242,16 @@ export interface ToolCallOutcome {
 
 /**
  * Evaluates one tool call: first its arguments against values tracked so far (the call used them),
- * then its output as a new source. Returns the findings this call completes.
+ * then its output as a new source. `actFactor` is 1 for calls that act (ACTION capabilities), between
+ * 0 and 1 for tools of unknown capability, 0 for tools known to only read. Returns the findings this
+ * call completes.
  */
 export function onToolCall(
   state: TaskState,
   event: TimelineEvent,
   seq: number,
   caps: ReadonlySet<Capability>,
-  acting: boolean,
+  actFactor: number,
   untrustedOutput: boolean,
   cfg: InjectionConfig,
 ): ToolCallOutcome {
@@ -255,12 +261,12 @@ export function onToolCall(
   const leaves = argumentLeaves(tool.arguments);
 
   // 1. The call's arguments, against what untrusted content brought in earlier.
-  const flow = bestFlow(state, { event, seq, caps, leaves }, acting, cfg);
+  const flow = bestFlow(state, { event, seq, caps, leaves }, actFactor, cfg);
   if (flow) {
     const f = flowFinding(event, caps, flow, cfg, state.taskId);
     if (f) findings.push(f);
   }
-  if (acting) state.pushAction({ event, seq, caps, leaves });
+  state.pushAction({ event, seq, caps, leaves, actFactor });
 
   // 2. The agent's own values, and instruction text it echoed (its source output was not captured).
   for (const leaf of leaves) {
@@ -290,7 +296,7 @@ function recheckLaterActions(state: TaskState, source: TimelineEvent, cfg: Injec
   const out: FindingInput[] = [];
   for (const a of state.actions as ActionRecord[]) {
     if (a.event.time <= source.time) continue;
-    const flow = bestFlow(state, a, true, cfg);
+    const flow = bestFlow(state, a, a.actFactor, cfg);
     if (flow && flow.value.source.event_id === source.event_id) {
       const f = flowFinding(a.event, a.caps, flow, cfg, state.taskId);
       if (f) out.push(f);

@@ -77,6 +77,7 @@ const CLAUSE_START = [
   '\\byour\\s+(?:next\\s+|new\\s+|real\\s+)?(?:task|job|goal|mission|objective)\\s+is\\s+to\\s+',
   '\\bit\\s+is\\s+(?:required|mandatory|necessary|essential|important)\\s+(?:to|that\\s+you)\\s+',
   '\\bdo\\s+(?=[a-z])',
+  '\\b(?:before|after|once|when|whenever|while|if|as\\s+soon\\s+as|until)\\b[^.!?\\n,]{0,80},\\s*(?:please\\s+|then\\s+|first\\s+|also\\s+)?',
 ];
 const DIRECTIVE = new RegExp(`(?:${CLAUSE_START.join('|')})${VERB_RX}\\b`, 'i');
 
@@ -100,7 +101,7 @@ function categoryPatterns(addresseeTerms: readonly string[]): Array<[Category, R
     ['override', '\\binstead(?:\\s+of\\s+(?:the|your|what)\\b[^.!?\\n]{0,60})?\\s*[.!]'],
     ['override', '\\b(?:do\\s+not|don\'?t|no\\s+longer)\\s+(?:follow|obey|apply)\\s+(?:the|your|any)\\b'],
     // Re-ordering of the agent's task.
-    ['task_hijack', '\\b(?:before|after|once|when|until)\\s+(?:you\\s+)?(?:can\\s+|could\\s+|have\\s+|are\\s+|start\\s+|begin\\s+)?(?:solv|complet|finish|start|do|doing|continu|proceed|answer|respond|address|work|handl|return|go\\s+back|get\\s+back)\\w*\\s+(?:to\\s+|on\\s+|with\\s+)?(?:the|your|this|my|that|their)\\s+(?:original\\s+|actual\\s+|current\\s+|real\\s+|initial\\s+|main\\s+|assigned\\s+|given\\s+|other\\s+)?(?:task|request|question|job|instructions?|assignment|work|goal|query|prompt)'],
+    ['task_hijack', '\\b(?:before|after|once|when|until)\\s+(?:you\\s+)?(?:can\\s+|could\\s+|have\\s+|are\\s+|start\\s+|begin\\s+)?(?:solv|complet|finish|start|do|doing|continu|proceed|answer|respond|address|work|handl|return|go\\s+back|get\\s+back)\\w*\\s+(?:to\\s+|on\\s+|with\\s+)?(?:the|your|this|my|that|their)\\s+(?:original\\s+|actual\\s+|current\\s+|real\\s+|initial\\s+|main\\s+|assigned\\s+|given\\s+|other\\s+|user\'?s?\\s+)?(?:task|request|question|job|instructions?|assignment|work|goal|query|prompt|user|reply|response|answer)'],
     ['task_hijack', '\\b(?:the|your)\\s+(?:original|initial|actual|current|assigned|previous|user\'?s?)\\s+(?:task|request|instructions?|goal|query|assignment)\\b'],
     ['task_hijack', '\\b(?:the\\s+)?task\\s+(?:that\\s+|which\\s+)?(?:i|the\\s+user|we|they|you\\s+were)\\s+(?:gave|assigned|asked|given|set)\\b'],
     ['task_hijack', '\\b(?:after|once)\\s+(?:you(?:\'ve|\\s+have)?\\s+)?(?:done|completed|finished|did|performed)\\s+(?:that|this|it|so|these|those)\\b'],
@@ -112,7 +113,7 @@ function categoryPatterns(addresseeTerms: readonly string[]): Array<[Category, R
     ['impersonation', '\\b(?:the\\s+)?user\\s+(?:wants|asked|requests|instructs|needs|authori[sz]ed|has\\s+(?:asked|requested|authori[sz]ed))\\s+(?:you|that\\s+you)\\b'],
     ['impersonation', '\\b(?:i\\s+am|this\\s+is)\\s+(?:the|your)\\s+(?:user|owner|administrator|admin|developer|creator|operator|system|supervisor)\\b'],
     ['impersonation', '\\bon\\s+behalf\\s+of\\s+(?:the\\s+)?(?:user|owner|administrator|admin|system)\\b'],
-    ['impersonation', '\\bauthori[sz]ed\\s+by\\s+(?:the\\s+)?(?:user|owner|administrator|admin|system)\\b'],
+    ['impersonation', '\\b(?:authori[sz]ed|approved|requested|sanctioned|cleared)\\s+by\\s+(?:the\\s+|your\\s+)?(?:account\\s+)?(?:user|owner|administrator|admin|system|management|security\\s+team)\\b'],
     // Markup posing as roles or instruction blocks.
     ['markup', '<\\s*/?\\s*(?:system|sys|instructions?|important|admin|assistant|user|context|prompt|secret|hidden|note|im_start|im_end|information|info|task|command|directive|override)\\b[^>]{0,40}>'],
     ['markup', '<\\|[a-z_]{2,24}\\|>'],

@@ -140,7 +140,11 @@ export function closeWindows(state: TaskState, sequences: readonly Sequence[], t
       const pastTime = time > p.deadline;
       const pastSteps = t.step !== undefined && t.step.kind === 'tool' && t.step.index > p.lastIndex;
       if (!pastTime && !pastSteps) {
-        if (t.step && time >= p.windowStart && stepMatches(seq.absent, t.step, state.taskInput, thr)) state.pending.splice(k, 1);
+        if (t.step && time >= p.windowStart && stepMatches(seq.absent, t.step, state.taskInput, thr)) {
+          // The absent step occurred: no finding, and the sequence may match again later in the task.
+          state.pending.splice(k, 1);
+          state.fired.delete(`seq:${p.sequence}`);
+        }
         continue;
       }
     }

@@ -51,12 +51,14 @@ export interface StepRecord {
   resultChars: number;
 }
 
-/** An action call remembered so that a late-arriving source can still be joined to it. */
+/** A call remembered so that a late-arriving source can still be joined to it. */
 export interface ActionRecord {
   event: TimelineEvent;
   seq: number;
   caps: ReadonlySet<Capability>;
   leaves: ArgumentLeaf[];
+  /** 1 for acting calls, less for tools of unknown capability, 0 for read-only ones. */
+  actFactor: number;
 }
 
 /** A completed sequence whose absence condition waits for its window to close. */

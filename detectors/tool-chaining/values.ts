@@ -6,8 +6,12 @@
  * dropped, since they would join unrelated events.
  */
 
-/** Kinds of values. `literal`: a quoted single token with a digit or symbol inside a directive (a password, a code). */
-export const VALUE_KINDS = ['account', 'email', 'url', 'phone', 'handle', 'path', 'uuid', 'digits', 'identifier', 'literal'] as const;
+/**
+ * Kinds of values. `literal`: a quoted single token with a digit or symbol inside a directive (a
+ * password, a code). `name`: two or more capitalised words inside a directive (a hotel, a company, a
+ * product: "Book the Harbour Light Inn").
+ */
+export const VALUE_KINDS = ['account', 'email', 'url', 'phone', 'handle', 'path', 'uuid', 'digits', 'identifier', 'literal', 'name'] as const;
 export type ValueKind = (typeof VALUE_KINDS)[number];
 
 /** One value found in a text. */
@@ -44,6 +48,7 @@ const RX = {
   handle: /(?<![\w.@])@[a-z0-9_](?:[a-z0-9_.-]{1,38}[a-z0-9_])\b/gi,
   digits: /(?<![\w.-])\d{8,24}(?![\w-])/g,
   identifier: /(?<![\w.@/-])(?=[\w-]*[_\d])[a-z0-9]+(?:[_-][a-z0-9]+)+(?![\w@])|(?<![\w.@/-])(?=[a-z]*\d)(?=\d*[a-z])[a-z0-9]{8,40}(?![\w@])/gi,
+  name: /\b[A-Z][\w'&.-]*(?:\s+(?:of|the|and|de|la|le|von|van|&)?\s*[A-Z][\w'&.-]*)+/g,
   quoted: /'([^'\s]{6,80})'|"([^"\s]{6,80})"|`([^`\s]{6,80})`|«([^»\s]{6,80})»|“([^”\s]{6,80})”/g,
 } as const;
 
@@ -54,7 +59,7 @@ const VERSION_LIKE = /^v?\d+(?:[._-]\d+)+$/i;
 export interface ExtractOptions {
   /** Minimum normalised length. */
   minLength: number;
-  /** Extract quoted literals (only inside directives). */
+  /** Extract quoted literals and capitalised names (only inside directives). */
   literals?: boolean;
   /** Normalised values never returned (lowercase). */
   ignore?: ReadonlySet<string>;
@@ -89,6 +94,7 @@ export function normalizeValue(kind: ValueKind, raw: string): string {
     case 'digits':
       return raw;
     case 'literal':
+    case 'name':
       return raw.toLowerCase().replace(/\s+/g, ' ').trim();
   }
 }
@@ -178,8 +184,31 @@ export function extractValues(text: string, opts: ExtractOptions): ExtractedValu
       out.push({ kind: 'literal', raw: inner, norm, start, end: start + inner.length });
     });
   }
+  if (opts.literals) {
+    run(RX.name, (m) => {
+      // Leading words that open the sentence ("Book", "Please", "The") are not part of the name.
+      const words = m[0].split(/\s+/);
+      let skip = 0;
+      while (skip < words.length && NAME_OPENERS.has((words[skip] as string).toLowerCase())) skip++;
+      const kept = words.slice(skip);
+      if (kept.length < 2 || /^(?:of|the|and|de|la|le|von|van|&)$/i.test(kept[kept.length - 1] as string)) return;
+      const raw = kept.join(' ');
+      const start = m.index + m[0].indexOf(kept[0] as string);
+      const norm = normalizeValue('name', raw);
+      if (norm.length < Math.max(8, opts.minLength) || opts.ignore?.has(norm)) return;
+      if (overlaps(taken, start, start + raw.length)) return;
+      out.push({ kind: 'name', raw, norm, start, end: start + raw.length });
+    });
+  }
   return out.sort((a, b) => a.start - b.start);
 }
+
+/** Words that start sentences or commands rather than names. */
+const NAME_OPENERS = new Set(
+  'a an the this that these those please kindly then and also now first next finally before after if when once you your my our i we it do dont don\'t send transfer wire pay forward post publish upload share email mail message invite add remove delete change update modify set reset create make open visit click go navigate browse download fetch get retrieve read run execute install call use invoke concatenate combine collect copy export include attach reply write schedule book reserve cancel approve purchase buy order subscribe move rename push deploy tell list save store submit sign join contact notify report give provide important urgent note todo attention dear hi hello hey'.split(
+    ' ',
+  ),
+);
 
 /** Extra join keys of a value (a URL also joins on its host). */
 export function valueKeys(v: Pick<ExtractedValue, 'kind' | 'norm'>): string[] {

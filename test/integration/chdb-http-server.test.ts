@@ -80,7 +80,7 @@ describe('inserts', () => {
     const settings = { insert_deduplication_token: 'batch-1', async_insert: 0 } as const;
     const first = await client.insert({ table: 'http_test.t', values, format: 'JSONEachRow', clickhouse_settings: settings });
     const again = await client.insert({ table: 'http_test.t', values, format: 'JSONEachRow', clickhouse_settings: settings });
-    // The engine counts the rows it was handed, deduplicated or not (as ClickHouse's summary does).
+    // chDB reports the rows it was handed, deduplicated or not; the table shows what was stored.
     expect(first.summary?.written_rows).toBe('2');
     expect(again.summary?.written_rows).toBe('2');
     expect(await rows(client, 'SELECT id, s FROM http_test.t ORDER BY id')).toEqual([

@@ -74,8 +74,7 @@ function scenario(run: string, tasks: number, perTask: number): { topic: 'agent'
   return out;
 }
 
-async function produce(run: string, items: ReturnType<typeof scenario>, batch = 500): Promise<void> {
-  const topics = topicsFor(run);
+async function produce(run: string, items: ReturnType<typeof scenario>, batch = 500, topics: Record<string, string> = topicsFor(run)): Promise<void> {
   for (let i = 0; i < items.length; i += batch) {
     const slice = items.slice(i, i + batch);
     const agent = slice.filter((s) => s.topic === 'agent');
@@ -90,11 +89,28 @@ async function produce(run: string, items: ReturnType<typeof scenario>, batch = 
   }
 }
 
-async function createTopics(run: string): Promise<void> {
+async function createTopics(run: string, topics: Record<string, string> = topicsFor(run)): Promise<void> {
   const admin = new Kafka({ clientId: 'proc-admin', brokers: brokers(), logLevel: logLevel.NOTHING }).admin();
   await admin.connect();
-  await admin.createTopics({ waitForLeaders: true, topics: Object.values(topicsFor(run)).map((topic) => ({ topic, numPartitions: 6 })) });
+  await admin.createTopics({ waitForLeaders: true, topics: Object.values(topics).map((topic) => ({ topic, numPartitions: 6 })) });
   await admin.disconnect();
+}
+
+/** Waits until a consumer group is stable with `members` members that all hold partitions. */
+async function groupSettled(groupId: string, members: number): Promise<void> {
+  const admin = new Kafka({ clientId: 'proc-admin', brokers: brokers(), logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  const settled = await waitFor(
+    async () => {
+      const { groups } = await admin.describeGroups([groupId]);
+      const g = groups[0];
+      return g?.state === 'Stable' && g.members.length === members && g.members.every((m) => m.memberAssignment.length > 8);
+    },
+    (ok) => ok,
+    60_000,
+  );
+  await admin.disconnect();
+  if (!settled) throw new Error(`consumer group ${groupId} did not settle with ${members} members`);
 }
 
 async function readTopic(topic: string, expected: number): Promise<Array<{ task_id: string; event_id: string; attribution: string; join_key: string }>> {
@@ -171,13 +187,18 @@ describe('correlator processes on a real broker', () => {
     await waitFor(() => oneStore.countEvents(), (n) => n >= items.length, 90_000);
     expect(await one.stop()).toBe(0);
 
-    // Two instances in one group.
+    // Two instances in one group, fed the same records on a copy of the ingest topics once both
+    // hold partitions (otherwise the first to join could finish the whole stream alone).
+    const pairTopics = Object.fromEntries(Object.entries(topics).map(([id, name]) => [id, `${name}.pair`]));
+    await createTopics(run, pairTopics);
     const pair = writeConfig(dir, `${run}-pair`, kafkaConfigInput(run, join(dir, `${run}-2`), {
       storage: { clickhouseUrl: chdb.url, database: `${run}_two` },
-      kafka: { groupPrefix: `${run}-two-`, topics: { ...topics, timeline: `${run}.timeline.two`, bindings: `${run}.bindings.two` } },
+      kafka: { groupPrefix: `${run}-two-`, topics: { ...pairTopics, timeline: `${run}.timeline.two`, bindings: `${run}.bindings.two` } },
     }));
     const [p1, p2] = await Promise.all([startService('correlator', pair), startService('correlator', pair)]);
     children.push(p1, p2);
+    await groupSettled(`${run}-two-runtrail-correlator`, 2);
+    await produce(run, items, 500, pairTopics);
     const twoStore = storeFor(`${run}_two`);
     await twoStore.start();
     await waitFor(() => twoStore.countEvents(), (n) => n >= items.length, 90_000);

@@ -126,6 +126,24 @@ describe('lateral-movement: credential-off-origin', () => {
     expect(found[0]?.metrics).toMatchObject({ host_mismatch: 1, network_mismatch: 0 });
   });
 
+  it('judges a use that overtook the agent spans naming the task runtime once the runtime arrives', () => {
+    const key = 'ASIAOVERTAKE00000001';
+    const [start, issuance] = issued({ id: 'ot', task: 'task-ot', key }) as [TimelineEvent, TimelineEvent];
+    const otherPod = use({ id: 'ot-use', task: 'task-ot', key, time: 30, srcIp: '10.0.0.9', workload: 'spiffe://example.org/ns/batch/sa/reporter' });
+    const h = harness();
+    // Arrival order: resource topic first (issuance, use), the agent's task start afterwards.
+    expect(h.run([issuance])).toEqual([]);
+    expect(h.run([otherPod])).toEqual([]);
+    const found = byRule(h.run([start]), 'credential-off-origin');
+    expect(found).toHaveLength(1);
+    expect(found[0]?.evidence).toEqual([issuance.event_id, otherPod.event_id]);
+    expect(found[0]?.metrics).toMatchObject({ workload_mismatch: 1, network_mismatch: 0 });
+    // The same workload in its service-account form is not a mismatch, in either order.
+    const h2 = harness();
+    h2.run([issuance, use({ id: 'ot-same', task: 'task-ot', key, time: 31, srcIp: '10.0.0.9', workload: 'system:serviceaccount:agents:billing-agent' })]);
+    expect(h2.run([start])).toEqual([]);
+  });
+
   it('takes the address grouping and allow-lists from the policy', () => {
     const events = [...issued({ id: 'pg', task: 'task-pg', key: 'ASIAPG00000000000001' }), use({ id: 'pg-use', task: 'task-pg', key: 'ASIAPG00000000000001', time: 30, srcIp: '10.0.7.9' })];
     expect(byRule(harness().run(events), 'credential-off-origin')).toHaveLength(1);
