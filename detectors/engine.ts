@@ -3,48 +3,121 @@ import type { Finding } from '../shared/finding.ts';
 import { BoundedMap } from '../shared/lru.ts';
 import type { DetectorInstance, TaskView } from './detector.ts';
 
-/** Engine limits. */
+/**
+ * Engine limits. The engine keeps, per task, only a short window of recent events, and a global
+ * budget of events across all tasks, so its memory is bounded whatever the number of open tasks
+ * (see `engine` in the config reference for the production values).
+ */
 export interface EngineOptions {
-  /** Tasks whose timelines are kept in memory (LRU). */
+  /** Tasks whose windows are kept (LRU by last event); the least recently active is dropped beyond it. */
   maxTasks: number;
-  /** Events kept per task timeline (oldest dropped beyond it). */
+  /** Most recent events kept per task (event-time order; the oldest is dropped beyond it). */
   maxEventsPerTask: number;
+  /**
+   * Events kept across all tasks. Beyond it, the windows of the least recently active tasks are
+   * dropped whole (counted in {@link DetectorEngine.evictedTasks}). Default
+   * `maxTasks * maxEventsPerTask`, i.e. no budget beyond the two limits above.
+   */
+  maxEvents?: number;
+  /**
+   * Keep slim copies of events in the windows: `messages`, `tool.result` and `attributes` (the bulk
+   * of an event's memory) are dropped from kept copies. The event being evaluated is always passed
+   * whole as the first argument of `onEvent`. Default true.
+   */
+  slimEvents?: boolean;
+  /**
+   * Event ids remembered to skip a redelivered event (a batch handed over again after a failed
+   * store). Only the most recent ones matter: a redelivery repeats at most the last batches.
+   * Default 100 000.
+   */
+  dedupWindow?: number;
+}
+
+/** Counters of what the engine dropped to stay within its limits. */
+export interface EngineStats {
+  /** Events dropped from the head of windows longer than `maxEventsPerTask`. */
+  truncatedEvents: number;
+  /** Task windows dropped whole to stay within `maxTasks` or `maxEvents`. */
+  evictedTasks: number;
+  /** Events those dropped windows held. */
+  evictedEvents: number;
+  /** Events skipped because their id was seen recently (redeliveries). */
+  duplicateEvents: number;
+}
+
+/** Shared by every slim copy: `attributes` is required by the type, and nobody may write to it. */
+const NO_ATTRIBUTES: TimelineEvent['attributes'] = Object.freeze({}) as TimelineEvent['attributes'];
+
+/** An event without the fields that dominate its memory (see {@link EngineOptions.slimEvents}). */
+function slimEvent(e: TimelineEvent): TimelineEvent {
+  const { messages: _messages, attributes: _attributes, tool, ...rest } = e;
+  if (tool === undefined) return { ...rest, attributes: NO_ATTRIBUTES };
+  const { result: _result, ...slimTool } = tool;
+  return { ...rest, tool: slimTool, attributes: NO_ATTRIBUTES };
 }
 
 /**
- * Keeps a bounded, event-time-ordered timeline per task and runs every detector instance on each
- * event as it arrives, so a finding is emitted by the event that completes its pattern. Findings are
- * de-duplicated by id, so a redelivered event does not produce a second finding.
+ * Keeps a bounded, event-time-ordered window of recent events per task and runs every detector
+ * instance on each event as it arrives, so a finding is emitted by the event that completes its
+ * pattern. Findings are de-duplicated by id, so a redelivered event does not produce a second
+ * finding.
+ *
+ * Memory is bounded on three axes: events per task (`maxEventsPerTask`), tasks (`maxTasks`) and
+ * events overall (`maxEvents`); kept copies are slim (`slimEvents`). So `TaskView.events` is the
+ * task's RECENT history, not all of it: a task may have more events than its view holds, and a
+ * task whose window was evicted starts again with an empty one. Detectors that need facts from a
+ * task's whole history (first agent id, capabilities reached so far, counts) must keep their own
+ * compact, bounded per-task state, updated in `onEvent`, rather than rescanning the view.
  */
 export class DetectorEngine {
   private readonly tasks: BoundedMap<string, TimelineEvent[]>;
   private readonly seenEvents: BoundedMap<string, true>;
   private readonly emitted: BoundedMap<string, true>;
-  /** Events dropped from the head of over-long timelines. */
-  truncatedEvents = 0;
+  private readonly maxEvents: number;
+  private readonly slim: boolean;
+  /** Events currently held across all windows. */
+  private held = 0;
+  readonly stats: EngineStats = { truncatedEvents: 0, evictedTasks: 0, evictedEvents: 0, duplicateEvents: 0 };
 
   constructor(
     private readonly instances: readonly DetectorInstance[],
     private readonly opts: EngineOptions,
   ) {
-    this.tasks = new BoundedMap(opts.maxTasks);
-    this.seenEvents = new BoundedMap(opts.maxTasks * 4);
-    this.emitted = new BoundedMap(opts.maxTasks);
+    if (opts.maxEventsPerTask < 1) throw new RangeError('maxEventsPerTask must be at least 1');
+    this.maxEvents = Math.max(1, opts.maxEvents ?? opts.maxTasks * opts.maxEventsPerTask);
+    this.slim = opts.slimEvents ?? true;
+    this.tasks = new BoundedMap(opts.maxTasks, (_id, tl) => this.dropped(tl));
+    this.seenEvents = new BoundedMap(Math.max(1, opts.dedupWindow ?? 100_000));
+    this.emitted = new BoundedMap(Math.max(1000, opts.maxTasks));
   }
 
   get taskCount(): number {
     return this.tasks.size;
   }
 
+  /** Events held across all task windows. */
+  get eventCount(): number {
+    return this.held;
+  }
+
+  /** Task windows dropped to stay within limits (see {@link EngineStats.evictedTasks}). */
   get evictedTasks(): number {
-    return this.tasks.evicted;
+    return this.stats.evictedTasks;
+  }
+
+  /** Events dropped from the head of over-long windows. */
+  get truncatedEvents(): number {
+    return this.stats.truncatedEvents;
   }
 
   /** Adds events (any order) and returns new findings. */
   process(events: readonly TimelineEvent[]): Finding[] {
     const out: Finding[] = [];
     for (const e of events) {
-      if (this.seenEvents.has(e.event_id)) continue;
+      if (this.seenEvents.has(e.event_id)) {
+        this.stats.duplicateEvents++;
+        continue;
+      }
       this.seenEvents.set(e.event_id, true);
       if (!e.task_id) {
         // Unattributed events have no timeline, but are still evaluated on their own (a credential
@@ -55,10 +128,18 @@ export class DetectorEngine {
       }
       let tl = this.tasks.get(e.task_id);
       if (!tl) this.tasks.set(e.task_id, (tl = []));
-      insertByTime(tl, e);
+      insertByTime(tl, this.slim ? slimEvent(e) : e);
+      this.held++;
       if (tl.length > this.opts.maxEventsPerTask) {
         tl.shift();
-        this.truncatedEvents++;
+        this.held--;
+        this.stats.truncatedEvents++;
+      }
+      // Over the global budget: drop the windows of the least recently active tasks (never the
+      // one being evaluated, which is the most recent).
+      while (this.held > this.maxEvents && this.tasks.size > 1) {
+        const oldest = this.tasks.evictOldest();
+        if (!oldest) break;
       }
       if (this.instances.length === 0) continue;
       const view: TaskView = { taskId: e.task_id, events: tl };
@@ -67,17 +148,30 @@ export class DetectorEngine {
     return out;
   }
 
-  /** Runs close-time rules for the given tasks and forgets their timelines. */
+  /**
+   * Runs close-time rules for the given tasks and forgets their windows. A task whose window was
+   * evicted (or never seen) is still closed, with an empty view, so detectors can release the
+   * per-task state they keep themselves.
+   */
   close(taskIds: readonly string[]): Finding[] {
     const out: Finding[] = [];
     for (const id of taskIds) {
       const tl = this.tasks.peek(id);
-      if (!tl) continue;
-      const view: TaskView = { taskId: id, events: tl };
+      const view: TaskView = { taskId: id, events: tl ?? [] };
       for (const inst of this.instances) if (inst.onTaskClosed) this.collect(inst.onTaskClosed(view), out);
-      this.tasks.delete(id);
+      if (tl) {
+        this.tasks.delete(id);
+        this.held -= tl.length;
+      }
     }
     return out;
+  }
+
+  /** Bookkeeping for a window the task map dropped (size cap or budget). */
+  private dropped(tl: readonly TimelineEvent[]): void {
+    this.held -= tl.length;
+    this.stats.evictedTasks++;
+    this.stats.evictedEvents += tl.length;
   }
 
   private collect(found: readonly Finding[], out: Finding[]): void {
@@ -93,5 +187,6 @@ export class DetectorEngine {
 function insertByTime(tl: TimelineEvent[], e: TimelineEvent): void {
   let i = tl.length;
   while (i > 0 && (tl[i - 1] as TimelineEvent).time > e.time) i--;
-  tl.splice(i, 0, e);
+  if (i === tl.length) tl.push(e);
+  else tl.splice(i, 0, e);
 }

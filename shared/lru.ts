@@ -52,6 +52,20 @@ export class BoundedMap<K, V> {
     }
   }
 
+  /**
+   * Evicts the least recently used entry as if the map were full (counted in {@link evicted},
+   * reported to `onEvict`), for owners that bound something other than the entry count.
+   */
+  evictOldest(): [K, V] | undefined {
+    const oldest = this.map.entries().next();
+    if (oldest.done) return undefined;
+    const [k, v] = oldest.value;
+    this.map.delete(k);
+    this.evicted++;
+    this.onEvict?.(k, v);
+    return [k, v];
+  }
+
   delete(key: K): boolean {
     return this.map.delete(key);
   }

@@ -64,6 +64,8 @@ function httpClient(cfg: Cfg, url: string, database?: string): ClickHouseClient 
     ...(database === undefined ? {} : { database }),
     application: 'runtrail',
     request_timeout: HTTP_REQUEST_TIMEOUT_MS,
+    // Progress headers keep long analyst queries alive through load balancers' idle timeouts.
+    clickhouse_settings: { send_progress_in_http_headers: 1, http_headers_progress_interval_ms: '110000' },
   });
 }
 
