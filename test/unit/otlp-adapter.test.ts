@@ -281,7 +281,7 @@ describe(DATASET_TITLE, () => {
 describe('otlpTracesAdapter', () => {
   it('declares its format and content types', () => {
     expect(otlpTracesAdapter.format).toBe('otlp-traces');
-    expect(otlpTracesAdapter.contentTypes).toEqual(['application/json', 'application/x-protobuf']);
+    expect(otlpTracesAdapter.contentTypes).toEqual(['application/json', 'application/x-protobuf', 'application/protobuf']);
     expect(otlpLogsAdapter.format).toBe('otlp-logs');
   });
 
