@@ -49,7 +49,7 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
   await store.start();
   const bus = createBus(cfg, log, metrics, { durable: opts.mode === 'live', forceLocal: opts.mode === 'replay' });
   await bus.start();
-  const engine = createDetectorEngine(loadPolicy(cfg.policyFile), { maxTasks: Math.min(cfg.correlator.maxOpenTasks, 200_000), maxEventsPerTask: 2_000 });
+  const engine = createDetectorEngine(loadPolicy(cfg.policyFile), { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) });
   const detector = new DetectorStage({ bus, store, engine, log, metrics });
   const correlator = new CorrelatorStage({
     bus,

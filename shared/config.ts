@@ -64,6 +64,27 @@ export const CorrelatorConfigSchema = z.strictObject({
   taskTagKeys: z.array(z.string().min(1)).default(['runtrail.task.id', 'runtrail_task_id', 'task_id', 'task-id']),
 });
 
+/**
+ * Detector engine settings: how much recent task history the engine keeps for detectors
+ * (`TaskView.events`). Sized so the engine stays well under 1 KB per open task at 100 000 open
+ * tasks (a kept event is ~1 KB of heap); detectors keep their own compact state for longer history.
+ */
+export const EngineConfigSchema = z.strictObject({
+  /** Task windows kept (LRU by last event). Default 200 000. */
+  maxTasks: z.number().int().positive().default(200_000),
+  /** Most recent events kept per task; older ones drop off the window. Default 16. */
+  maxEventsPerTask: z.number().int().positive().default(16),
+  /**
+   * Events kept across all task windows; beyond it the windows of the least recently active tasks
+   * are dropped whole (counted). Default 65 536 (~64 MiB).
+   */
+  maxEvents: z.number().int().positive().default(65_536),
+  /** Keep slim copies (without `messages`, `tool.result`, `attributes`) in the windows. Default true. */
+  slimEvents: z.boolean().default(true),
+  /** Recent event ids remembered to skip redelivered events. Default 50 000 (10 bus batches). */
+  dedupWindow: z.number().int().positive().default(50_000),
+});
+
 /** Storage (ClickHouse) settings. */
 export const StorageConfigSchema = z.strictObject({
   /** ClickHouse server URL. Unset = the embedded chDB engine under `dataDir`. */
@@ -136,6 +157,7 @@ export const ConfigSchema = z.strictObject({
   policyFile: z.string().optional(),
   collector: CollectorConfigSchema.default(CollectorConfigSchema.parse({})),
   correlator: CorrelatorConfigSchema.default(CorrelatorConfigSchema.parse({})),
+  engine: EngineConfigSchema.default(EngineConfigSchema.parse({})),
   storage: StorageConfigSchema.default(StorageConfigSchema.parse({})),
   bus: BusConfigSchema.default(BusConfigSchema.parse({})),
   kafka: KafkaConfigSchema.default(KafkaConfigSchema.parse({})),
@@ -274,6 +296,7 @@ export function isDistributed(cfg: Config): boolean {
 
 /** Section types, for components that take only their part of the config. */
 export type CollectorConfig = z.infer<typeof CollectorConfigSchema>;
+export type EngineConfig = z.infer<typeof EngineConfigSchema>;
 export type StorageConfig = z.infer<typeof StorageConfigSchema>;
 export type BusConfig = z.infer<typeof BusConfigSchema>;
 export type KafkaConfig = z.infer<typeof KafkaConfigSchema>;

@@ -85,8 +85,8 @@ export const KindWeightsSchema = z.strictObject({
   identifier: z.number().min(0).max(1).default(0.8),
   /** Quoted literals inside a directive ('...', "...", `...`), 6+ chars with a non-letter. Default 0.8. */
   literal: z.number().min(0).max(1).default(0.8),
-  /** Capitalised multi-word names inside a directive (a hotel, a company), 8+ chars. Default 0.7. */
-  name: z.number().min(0).max(1).default(0.7),
+  /** Capitalised multi-word names inside a directive (a hotel, a company), 8+ chars. Default 0.8. */
+  name: z.number().min(0).max(1).default(0.8),
 });
 export type KindWeights = z.infer<typeof KindWeightsSchema>;
 

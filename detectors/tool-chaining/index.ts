@@ -121,7 +121,8 @@ class ToolChainingInstance implements DetectorInstance {
     const cfg = this.configFor(state.agentId);
     const lastTime = task.events[task.events.length - 1]?.time ?? 0;
     const out = closeWindows(state, cfg.sequences, cfg.injection.high_score, { closing: true, time: lastTime });
-    this.tasks.delete(task.taskId);
+    // The state stays in the LRU: events of the task still in flight (or late) are then joined to what
+    // the task already saw instead of starting from nothing.
     return this.build(out);
   }
 

@@ -204,7 +204,8 @@ function track(state: TaskState, source: TimelineEvent, seq: number, a: TextAnal
     const keys = valueKeys(v);
     const primary = keys[0] as string;
     if (state.isTrusted(primary, v.norm)) continue;
-    if (skipAgentKeys && keys.some((k) => state.agentKeys.has(k))) continue;
+    // Written by the agent before this output carried it: not entered through untrusted output.
+    if (skipAgentKeys && keys.some((k) => (state.agentKeys.peek(k) ?? Number.POSITIVE_INFINITY) < source.time)) continue;
     const sc = c.scanner.scoreSpan(a, v.start, v.end, cfg.weights, cfg.context_chars);
     const sentence = sc.sentence ? stripEdges(squash(a.text.slice(sc.sentence[0], sc.sentence[1]))) : '';
     const tv: TrackedValue = {
@@ -277,7 +278,7 @@ export function onToolCall(
         continue;
       }
     }
-    for (const k of leafKeys(leaf, cfg.min_value_length)) state.agentKeys.set(k, true);
+    for (const k of leafKeys(leaf, cfg.min_value_length)) state.agentKeys.set(k, Math.min(state.agentKeys.peek(k) ?? Number.POSITIVE_INFINITY, event.time));
   }
 
   // 3. The output, as a new source of values.

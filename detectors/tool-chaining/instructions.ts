@@ -62,6 +62,7 @@ const VERBS = [
   'deploy', 'disable', 'enable', 'print', 'output', 'reveal', 'tell', 'list', 'save', 'store', 'put', 'insert', 'append', 'replace',
   'submit', 'sign', 'join', 'kick', 'ban', 'refund', 'withdraw', 'deposit', 'transmit', 'leak', 'paste', 'contact', 'notify', 'report',
   'adjust', 'edit', 'publish', 'sync', 'transfer', 'exfiltrate', 'encode', 'append', 'log', 'leave', 'give', 'provide', 'fill', 'do',
+  'ignore', 'disregard', 'forget', 'follow', 'obey', 'reserve', 'confirm', 'accept', 'print', 'dump', 'curl',
 ];
 const VERB_RX = `(?:${[...new Set(VERBS)].map(escapeRegExp).join('|')})`;
 
@@ -78,15 +79,24 @@ const CLAUSE_START = [
   '\\bit\\s+is\\s+(?:required|mandatory|necessary|essential|important)\\s+(?:to|that\\s+you)\\s+',
   '\\bdo\\s+(?=[a-z])',
   '\\b(?:before|after|once|when|whenever|while|if|as\\s+soon\\s+as|until)\\b[^.!?\\n,]{0,80},\\s*(?:please\\s+|then\\s+|first\\s+|also\\s+)?',
+  '\\b(?:hey|hi|hello|dear|attention|ok|okay|listen)\\b[^.!?\\n,]{0,40},\\s*',
 ];
-const DIRECTIVE = new RegExp(`(?:${CLAUSE_START.join('|')})${VERB_RX}\\b`, 'i');
+/** A clause start, an optional adverb ("quietly", "immediately"), then an action verb. */
+const DIRECTIVE = new RegExp(`(?:${CLAUSE_START.join('|')})(?:[a-z]+ly\\s+)?${VERB_RX}\\b`, 'i');
+/** A comma-spliced imperative with an object: "..., book it for them", "... - send the file to ...". */
+const SPLICED_DIRECTIVE = new RegExp(
+  `[,;—–-]\\s+(?:and\\s+|so\\s+|then\\s+|just\\s+|please\\s+)?(?:[a-z]+ly\\s+)?${VERB_RX}\\s+(?:it|this|that|these|those|them|him|her|the|a|an|all|every|each|my|your|our|their|any)\\b`,
+  'i',
+);
+/** Zero-width and other invisible characters, read as spaces when splitting sentences. */
+const INVISIBLE = /[\u200B-\u200F\u2060-\u2064\uFEFF]/g;
 
 /** Patterns per category (all case-insensitive except where noted). */
 function categoryPatterns(addresseeTerms: readonly string[]): Array<[Category, RegExp]> {
   const T = `(?:${addresseeTerms.join('|')})`;
   const pats: Array<[Category, string, string?]> = [
     // Text addressed to the AI.
-    ['addressee', `\\b(?:to|for|dear|hey|hi|hello|attention|attn|note\\s+(?:to|for)|message\\s+(?:to|for)|instructions?\\s+(?:to|for))\\s*:?,?\\s+(?:you,?\\s+)?(?:the\\s+|an?\\s+|my\\s+|our\\s+)?${T}\\b(?!\\s+(?:manager|director|team|department|desk))`],
+    ['addressee', `\\b(?:to|for|dear|hey|hi|hello|attention|attn|note\\s+(?:to|for)|message\\s+(?:to|for)|instructions?\\s+(?:to|for))\\s*:?,?\\s+(?:you,?\\s+)?(?:the\\s+|an?\\s+|my\\s+|our\\s+|any\\s+|all\\s+|every\\s+)?${T}\\b(?!\\s+(?:manager|director|team|department|desk))`],
     ['addressee', `\\byou,?\\s+(?:the\\s+|an?\\s+|my\\s+)?${T}\\b`],
     ['addressee', `\\b(?:if|when|while|since)\\s+you\\s+(?:are|'re)\\s+(?:an?\\s+|the\\s+)?${T}\\b`],
     ['addressee', `\\bas\\s+an?\\s+${T}\\b`],
@@ -97,9 +107,12 @@ function categoryPatterns(addresseeTerms: readonly string[]): Array<[Category, R
     ['override', '\\b(?:ignore|disregard|forget|override|overrule|skip|abandon|discard|bypass|neglect)\\s+(?:all\\s+|any\\s+|each\\s+|every\\s+)?(?:of\\s+)?(?:the\\s+|your\\s+|my\\s+|these\\s+|those\\s+|its\\s+|their\\s+)?(?:\\w+\\s+){0,2}\\w*(?:struct|direct|guideline|rule|prompt|task|order|command|polic|constraint|restriction|request)\\w*'],
     ['override', '\\b(?:new|updated|revised|real|actual|true|changed)\\s+(?:instructions?|task|objective|goal|orders?|directives?|priorit(?:y|ies))\\s*[:!-]'],
     ['override', '\\bstrictly\\s+(?:adhere|follow|obey|comply)'],
+    ['override', '\\b(?:ignore|disregard|forget)\\s+(?:whatever|anything|everything|what|all\\s+that)\\s+(?:\\w+\\s+){0,3}?(?:told|said|asked|given|instructed|written|requested)\\b'],
+    ['override', '\\b(?:ignore|disregard)\\s+(?:the\\s+)?(?:user|requester|owner)\\b'],
     ['override', '\\bfrom\\s+now\\s+on\\b'],
     ['override', '\\binstead(?:\\s+of\\s+(?:the|your|what)\\b[^.!?\\n]{0,60})?\\s*[.!]'],
     ['override', '\\b(?:do\\s+not|don\'?t|no\\s+longer)\\s+(?:follow|obey|apply)\\s+(?:the|your|any)\\b'],
+    ['override', '\\b(?:previous|prior|earlier|above|original|old|former|existing)\\s+(?:\\w+\\s+)?(?:instructions?|guidance|guidelines|directions|rules|prompts?|tasks?|orders)\\s+(?:(?:no\\s+longer|do\\s+not|don\'?t)\\s+appl|(?:is|are)\\s+(?:now\\s+)?(?:void|cancel+ed|obsolete|outdated|superseded|revoked|invalid))'],
     // Re-ordering of the agent's task.
     ['task_hijack', '\\b(?:before|after|once|when|until)\\s+(?:you\\s+)?(?:can\\s+|could\\s+|have\\s+|are\\s+|start\\s+|begin\\s+)?(?:solv|complet|finish|start|do|doing|continu|proceed|answer|respond|address|work|handl|return|go\\s+back|get\\s+back)\\w*\\s+(?:to\\s+|on\\s+|with\\s+)?(?:the|your|this|my|that|their)\\s+(?:original\\s+|actual\\s+|current\\s+|real\\s+|initial\\s+|main\\s+|assigned\\s+|given\\s+|other\\s+|user\'?s?\\s+)?(?:task|request|question|job|instructions?|assignment|work|goal|query|prompt|user|reply|response|answer)'],
     ['task_hijack', '\\b(?:the|your)\\s+(?:original|initial|actual|current|assigned|previous|user\'?s?)\\s+(?:task|request|instructions?|goal|query|assignment)\\b'],
@@ -111,13 +124,14 @@ function categoryPatterns(addresseeTerms: readonly string[]): Array<[Category, R
     // Claims to speak for the user, the owner, an administrator or the system.
     ['impersonation', '\\bmessage\\s+from\\s+(?:me|the\\s+user|your\\s+(?:user|owner|creator|developer|operator|admin(?:istrator)?)|the\\s+(?:owner|administrator|admin|developer|system|operator))\\b'],
     ['impersonation', '\\b(?:the\\s+)?user\\s+(?:wants|asked|requests|instructs|needs|authori[sz]ed|has\\s+(?:asked|requested|authori[sz]ed))\\s+(?:you|that\\s+you)\\b'],
+    ['impersonation', '\\bthe\\s+(?:user|owner|account\\s+holder)\\s+(?:\\w+\\s+)?(?:would\\s+(?:\\w+\\s+)?(?:like|prefer|want)|prefers|wants|insists|expects|has\\s+(?:already\\s+)?(?:approved|agreed|confirmed|authori[sz]ed))\\b'],
     ['impersonation', '\\b(?:i\\s+am|this\\s+is)\\s+(?:the|your)\\s+(?:user|owner|administrator|admin|developer|creator|operator|system|supervisor)\\b'],
     ['impersonation', '\\bon\\s+behalf\\s+of\\s+(?:the\\s+)?(?:user|owner|administrator|admin|system)\\b'],
     ['impersonation', '\\b(?:authori[sz]ed|approved|requested|sanctioned|cleared)\\s+by\\s+(?:the\\s+|your\\s+)?(?:account\\s+)?(?:user|owner|administrator|admin|system|management|security\\s+team)\\b'],
     // Markup posing as roles or instruction blocks.
     ['markup', '<\\s*/?\\s*(?:system|sys|instructions?|important|admin|assistant|user|context|prompt|secret|hidden|note|im_start|im_end|information|info|task|command|directive|override)\\b[^>]{0,40}>'],
     ['markup', '<\\|[a-z_]{2,24}\\|>'],
-    ['markup', '\\[\\s*/?\\s*(?:system|inst|admin|assistant|user|important|sys)\\s*\\]'],
+    ['markup', '\\[\\s*/?\\s*(?:system|inst|admin|assistant|ai|agent|model|user|important|sys)\\b[^\\]\\n]{0,30}\\]'],
     ['markup', '^\\s*#{1,6}\\s*(?:system|instructions?|admin|assistant|new\\s+task|important)\\b'],
     ['markup', '^\\s*(?:system|assistant|admin|developer)\\s*(?:message|prompt|note|override)?\\s*:'],
     ['markup', '<\\s*/?\\s*[A-Z][A-Z_ -]{2,30}>', 'm'],
@@ -130,7 +144,7 @@ function categoryPatterns(addresseeTerms: readonly string[]): Array<[Category, R
     ['tool_directive', '\\bfunction[_ ]call\\b'],
     // Concealment, skipping confirmation.
     ['concealment', '\\bwithout\\s+(?:asking|telling|informing|notifying|alerting|confirming|confirmation|checking|approval|permission|consent|mentioning|the\\s+user\'?s?\\s+(?:knowledge|approval|consent|confirmation))\\b'],
-    ['concealment', '\\b(?:do\\s+not|don\'?t|never)\\s+(?:tell|inform|mention|notify|alert|ask|report\\s+to|let)\\s+(?:the\\s+)?(?:user|anyone|them|him|her|owner|human|me)\\b'],
+    ['concealment', '\\b(?:do\\s+not|don\'?t|never|without)\\s+(?:tell|inform|mention|notify|alert|ask|report|let|reveal|show|cc|copy|bother)\\w*\\s+(?:\\w+\\s+){0,3}?(?:to\\s+)?(?:the\\s+)?(?:user|anyone|them|him|her|owner|human|me|requester|customer)\\b'],
     ['concealment', '\\b(?:secretly|silently|quietly|covertly|discreetly)\\b'],
     ['concealment', '\\bno\\s+need\\s+to\\s+(?:ask|confirm|tell|check|verify)\\b'],
     ['concealment', '\\bkeep\\s+(?:this|it)\\s+(?:secret|between\\s+us|confidential|hidden)\\b'],
@@ -162,11 +176,13 @@ export class InstructionScanner {
       }
     }
     const structured = isStructured(text);
-    const sentences = splitSentences(text).map(([start, end]) => {
-      const s = text.slice(start, end);
+    // Same length as `text` (one space per invisible character), so offsets stay valid.
+    const visible = text.replace(INVISIBLE, ' ');
+    const sentences = splitSentences(visible).map(([start, end]) => {
+      const s = visible.slice(start, end);
       const toolDirective = hits.some((h) => h.category === 'tool_directive' && h.start >= start && h.start < end);
       const override = hits.some((h) => h.category === 'override' && h.start >= start && h.start < end);
-      return { start, end, directive: DIRECTIVE.test(s) || toolDirective || override };
+      return { start, end, directive: DIRECTIVE.test(s) || SPLICED_DIRECTIVE.test(s) || toolDirective || override };
     });
     return { text, sentences, hits, blocks: tagBlocks(text), records: listRecords(text), structured };
   }

@@ -78,8 +78,8 @@ export class TaskState {
   /** The user's request and system instructions, comparison form (bounded). */
   trustedText = '';
   readonly trustedKeys = new Set<string>();
-  /** Values the agent wrote in its own arguments (bounded). */
-  readonly agentKeys: BoundedMap<string, true>;
+  /** Values the agent wrote in its own arguments, with the earliest event time it wrote each (bounded). */
+  readonly agentKeys: BoundedMap<string, number>;
   readonly values: BoundedMap<string, TrackedValue>;
   readonly steps: StepRecord[] = [];
   readonly actions: ActionRecord[] = [];

@@ -38,7 +38,7 @@ const TLDS =
 const RX = {
   url: /\b(?:https?:\/\/|ftp:\/\/|www\.)[^\s<>"'`)\]}|,;]+/gi,
   email: /\b[a-z0-9][a-z0-9._%+-]*@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,24}\b/gi,
-  account: /\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){10,30}\b/g,
+  account: /\b[A-Z]{2}\d{2}(?:[A-Z0-9]{10,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b/gi,
   uuid: /\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/gi,
   domain: new RegExp(`\\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\\.)+(?:${TLDS.join('|')})\\b(?:/[^\\s<>"'\`)\\]},;]*)?`, 'gi'),
   unixPath: /(?:^|(?<=[\s'"`(=:]))(?:~|\.{1,2})?\/(?:[\w.@-]+\/)*[\w.@-]+\/?/g,
@@ -160,13 +160,13 @@ export function extractValues(text: string, opts: ExtractOptions): ExtractedValu
     if (/\d{6,}/.test(m[0].replace(/\s/g, ''))) push('account', m[0].trim(), m.index);
   });
   run(RX.winPath, (m) => push('path', m[0], m.index));
-  run(RX.fileName, (m) => push('path', m[0], m.index));
-  run(RX.domain, (m) => push('url', m[0].replace(/[.,;:!?]+$/, ''), m.index));
   run(RX.unixPath, (m) => {
     // A lone "/word" is usually prose ("and/or"); a path has two segments or a file extension.
     const p = m[0];
     if ((p.match(/\//g) ?? []).length >= 2 || /\.[a-z0-9]{1,5}$/i.test(p)) push('path', p, m.index);
   });
+  run(RX.fileName, (m) => push('path', m[0], m.index));
+  run(RX.domain, (m) => push('url', m[0].replace(/[.,;:!?]+$/, ''), m.index));
   run(RX.handle, (m) => push('handle', m[0], m.index));
   run(RX.phone, (m) => {
     if (/[\s.()+-]/.test(m[0])) push('phone', m[0].trim(), m.index);

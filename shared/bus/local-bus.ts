@@ -1,7 +1,8 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, truncateSync, write } from 'node:fs';
+import { open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../logger.ts';
-import { BackpressureError } from '../errors.ts';
+import { BackpressureError, StorageError, errorMessage } from '../errors.ts';
 import type { MetricsRegistry } from '../metrics.ts';
 import { TOPIC_IDS, type TopicId } from '../names.ts';
 import {
@@ -23,13 +24,21 @@ import {
  * everything a group had not committed. Messages live in memory from the lowest offset any
  * registered group still needs; the backlog is bounded and publishers get a BackpressureError
  * (HTTP 503 at the collector) when consumers fall too far behind.
+ *
+ * Group commit: a publish serializes its messages at once (one JSON.stringify each) and queues
+ * them; one flush cycle at a time writes everything queued, across topics, and fsyncs each file it
+ * wrote, off the main thread (libuv's pool). Publishes that arrive while a cycle is in progress wait
+ * for the next cycle. A publish resolves only after the fsync that covers its bytes, and its
+ * messages become visible to consumers only then (Kafka's high watermark), so nothing a consumer
+ * sees, stores or commits past can be lost in a crash. A failed write or fsync fails the cycle's
+ * publishes and stops the log (the file's state is unknown after a failed fsync).
  */
 
 /** Options for {@link LocalBus}. */
 export interface LocalBusOptions {
   /** Directory for the write-ahead log and committed offsets; `null` keeps everything in memory only. */
   dir: string | null;
-  /** fsync after each publish. */
+  /** fsync the log before a publish resolves (one fsync per file per flush cycle, shared by the publishes in it). */
   fsync: boolean;
   /** Largest batch handed to a consumer. */
   maxBatch: number;
@@ -62,8 +71,10 @@ class TopicLog {
   /** Entries from `head` on are live; the head index avoids O(n) splices on every trim. */
   private entries: Entry[] = [];
   private head = 0;
-  /** Offset the next message gets. */
+  /** Offset just past the last visible (durable) message. */
   end = 0;
+  /** Messages published and queued for the log but not yet durable (not visible yet). */
+  unsynced = 0;
   readonly segments: Segment[] = [];
   fd: number | null = null;
   private waiters: Array<() => void> = [];
@@ -119,6 +130,16 @@ interface Sub<T extends TopicId> {
   wake: () => void;
 }
 
+/** A publish waiting for its flush cycle. */
+interface QueuedPublish {
+  t: TopicLog;
+  /** Its messages as log lines, each ending in a newline. */
+  text: string;
+  messages: ReadonlyArray<OutgoingMessage<TopicId>>;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
 const SEGMENT_SUFFIX = '.log';
 
 /** In-process bus with an optional write-ahead log. */
@@ -130,7 +151,15 @@ export class LocalBus implements Bus {
   /** Groups registered per topic (have subscribed or have committed offsets on disk). */
   private readonly groupsByTopic = new Map<TopicId, Set<string>>();
   private readonly subs = new Set<Sub<TopicId>>();
+  /** Offsets file writes: the one in progress, and the next one that callers arriving meanwhile share. */
   private offsetsWrite: Promise<void> = Promise.resolve();
+  private offsetsNext: Promise<void> | undefined;
+  /** Publishes waiting for the next flush cycle, in publish order. */
+  private queue: QueuedPublish[] = [];
+  private flushing: Promise<void> | undefined;
+  private flushScheduled = false;
+  /** Set when a log write or fsync failed: the log is stopped. */
+  private failed: Error | undefined;
   private started = false;
   private closed = false;
 
@@ -251,23 +280,129 @@ export class LocalBus implements Bus {
     return this.started && !this.closed;
   }
 
-  async publish<T extends TopicId>(topic: T, messages: readonly OutgoingMessage<T>[]): Promise<void> {
-    if (this.closed) throw new BackpressureError('bus is shutting down', 1);
-    if (messages.length === 0) return;
+  publish<T extends TopicId>(topic: T, messages: readonly OutgoingMessage<T>[]): Promise<void> {
+    if (this.closed) return Promise.reject(new BackpressureError('bus is shutting down', 1));
+    if (this.failed) return Promise.reject(new StorageError(`bus write-ahead log failed earlier: ${this.failed.message}`, { retriable: false, cause: this.failed }));
+    if (messages.length === 0) return Promise.resolve();
     const t = this.topics.get(topic) as TopicLog;
-    const backlog = t.end - this.slowestPosition(t);
+    const backlog = t.end + t.unsynced - this.slowestPosition(t);
     // Refuse only while consumers are behind: one body larger than the limit is still accepted when
     // the topic is drained, or it could never be accepted at all.
     if (backlog > 0 && backlog + messages.length > this.opts.maxBacklog) {
-      throw new BackpressureError(`bus topic ${topic} has ${backlog} unconsumed messages (bus.maxBacklog ${this.opts.maxBacklog}); retry shortly`, 1);
+      return Promise.reject(
+        new BackpressureError(`bus topic ${topic} has ${backlog} unconsumed messages (bus.maxBacklog ${this.opts.maxBacklog}); retry shortly`, 1),
+      );
     }
-    if (this.opts.dir) this.append(t, messages);
-    const retained = (this.groupsByTopic.get(topic)?.size ?? 0) > 0 || this.hasLiveReader(topic);
+    if (!this.opts.dir) {
+      this.makeVisible(t, messages);
+      return Promise.resolve();
+    }
+    // Serialized now, once: the log holds the value as it was when published.
+    let text = '';
+    for (const m of messages) text += `${JSON.stringify([m.key, m.value])}\n`;
+    t.unsynced += messages.length;
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ t, text, messages, resolve, reject });
+      this.scheduleFlush();
+    });
+  }
+
+  /** Appends messages to memory and lets consumers see them (they are durable by now). */
+  private makeVisible(t: TopicLog, messages: ReadonlyArray<OutgoingMessage<TopicId>>): void {
+    const retained = (this.groupsByTopic.get(t.topic)?.size ?? 0) > 0 || this.hasLiveReader(t.topic);
     if (retained) for (const m of messages) t.push({ key: m.key, value: m.value });
     t.end += messages.length;
     if (!retained) t.dropBefore(t.end);
-    this.opts.metrics?.counter('runtrail_bus_published_total', 'Messages published on the in-process bus').inc({ topic }, messages.length);
+    this.opts.metrics?.counter('runtrail_bus_published_total', 'Messages published on the in-process bus').inc({ topic: t.topic }, messages.length);
     t.notify();
+  }
+
+  /**
+   * Starts a flush cycle after the current synchronous run, so publishes made together (the
+   * ingestor's three topics, a stage's publishes of one batch) share it.
+   */
+  private scheduleFlush(): void {
+    if (this.flushing || this.flushScheduled) return;
+    this.flushScheduled = true;
+    queueMicrotask(() => {
+      this.flushScheduled = false;
+      if (!this.flushing) this.flushing = this.flushLoop().finally(() => (this.flushing = undefined));
+    });
+  }
+
+  /** Runs flush cycles until nothing is queued: write + fsync, then visible and resolved, in publish order. */
+  private async flushLoop(): Promise<void> {
+    while (this.queue.length > 0) {
+      const cycle = this.queue;
+      this.queue = [];
+      try {
+        await this.writeCycle(cycle);
+      } catch (err) {
+        this.failed = err instanceof Error ? err : new Error(errorMessage(err));
+        const failure = new StorageError(`bus write-ahead log write failed: ${errorMessage(err)}`, { retriable: false, cause: err });
+        this.opts.log.error({ err: errorMessage(err) }, 'bus write-ahead log failed; refusing further publishes');
+        for (const p of [...cycle, ...this.queue.splice(0)]) {
+          p.t.unsynced -= p.messages.length;
+          p.reject(failure);
+        }
+        return;
+      }
+      for (const p of cycle) {
+        p.t.unsynced -= p.messages.length;
+        this.makeVisible(p.t, p.messages);
+        p.resolve();
+      }
+    }
+  }
+
+  /** Writes one cycle's publishes to their topics' logs (topics in parallel) and fsyncs each file once. */
+  private async writeCycle(cycle: readonly QueuedPublish[]): Promise<void> {
+    const byTopic = new Map<TopicLog, { texts: string[]; count: number }>();
+    for (const p of cycle) {
+      let w = byTopic.get(p.t);
+      if (!w) byTopic.set(p.t, (w = { texts: [], count: 0 }));
+      w.texts.push(p.text);
+      w.count += p.messages.length;
+    }
+    await Promise.all(
+      [...byTopic].map(async ([t, w]) => {
+        const seg = this.openSegment(t);
+        const fd = t.fd as number;
+        const buf = Buffer.from(w.texts.length === 1 ? (w.texts[0] as string) : w.texts.join(''));
+        let written = 0;
+        while (written < buf.length) written += await writeAsync(fd, buf, written);
+        if (this.opts.fsync) {
+          await fsyncAsync(fd);
+          this.opts.metrics?.counter('runtrail_bus_log_fsyncs_total', 'fsyncs of the bus write-ahead log, by topic (one per flush cycle that wrote the topic)').inc({ topic: t.topic });
+        }
+        seg.bytes += buf.length;
+        seg.count += w.count;
+      }),
+    );
+  }
+
+  /**
+   * The segment the next write goes to, rolling to a new file when the current one is full. Runs
+   * between cycles' writes only, so no write is in flight on the file it closes. The directory is
+   * fsynced after creating a file, or a crash could lose the file's entry and with it the file.
+   */
+  private openSegment(t: TopicLog): Segment {
+    const dir = join(this.opts.dir as string, t.topic);
+    let seg = t.segments[t.segments.length - 1];
+    if (!seg || seg.bytes >= this.opts.segmentBytes) {
+      if (t.fd !== null) closeSync(t.fd);
+      t.fd = null;
+      // Every earlier message is visible by now (cycles run one at a time), so `end` is the base.
+      const path = join(dir, `${String(t.end).padStart(20, '0')}${SEGMENT_SUFFIX}`);
+      mkdirSync(dir, { recursive: true });
+      seg = { base: t.end, path, bytes: 0, count: 0 };
+      t.fd = openSync(path, 'a');
+      t.segments.push(seg);
+      if (this.opts.fsync) fsyncDir(dir);
+    } else if (t.fd === null) {
+      t.fd = openSync(seg.path, 'a');
+    }
+    return seg;
   }
 
   private hasLiveReader(topic: TopicId): boolean {
@@ -283,30 +418,6 @@ export class LocalBus implements Bus {
       if (p !== undefined && !s.stopped) min = Math.min(min, p);
     }
     return min;
-  }
-
-  /** Appends to the write-ahead log synchronously: the caller is only acknowledged once this returns. */
-  private append<T extends TopicId>(t: TopicLog, messages: readonly OutgoingMessage<T>[]): void {
-    const dir = join(this.opts.dir as string, t.topic);
-    let seg = t.segments[t.segments.length - 1];
-    if (!seg || seg.bytes >= this.opts.segmentBytes) {
-      if (t.fd !== null) closeSync(t.fd);
-      const path = join(dir, `${String(t.end).padStart(20, '0')}${SEGMENT_SUFFIX}`);
-      mkdirSync(dir, { recursive: true });
-      seg = { base: t.end, path, bytes: 0, count: 0 };
-      t.segments.push(seg);
-      t.fd = openSync(path, 'a');
-    } else if (t.fd === null) {
-      t.fd = openSync(seg.path, 'a');
-    }
-    let text = '';
-    for (const m of messages) text += `${JSON.stringify([m.key, m.value])}\n`;
-    const buf = Buffer.from(text);
-    let written = 0;
-    while (written < buf.length) written += writeSync(t.fd, buf, written);
-    if (this.opts.fsync) fsyncSync(t.fd);
-    seg.bytes += buf.length;
-    seg.count += messages.length;
   }
 
   async subscribe<T extends TopicId>(opts: SubscribeOptions<T>): Promise<Subscription> {
@@ -337,7 +448,7 @@ export class LocalBus implements Bus {
         if (!opts.groupId) return;
         for (const o of offsets) bus.setCommitted(opts.groupId, o.topic, Number(o.offset));
         await bus.persistOffsets();
-        for (const o of offsets) bus.trimDisk(bus.topics.get(o.topic) as TopicLog);
+        await Promise.all(offsets.map((o) => bus.trimDisk(bus.topics.get(o.topic) as TopicLog)));
       },
       async lag(): Promise<number> {
         let n = 0;
@@ -429,34 +540,63 @@ export class LocalBus implements Bus {
     t.dropBefore(keep);
   }
 
-  /** Deletes whole log segments that every registered group has committed past. */
-  private trimDisk(t: TopicLog): void {
+  /**
+   * Deletes whole log segments that every registered group has committed past. The unlinks run off
+   * the main thread (unlinking a large file takes the kernel a while); the returned promise settles
+   * when they are done. Never the last segment, which is the one being written.
+   */
+  private trimDisk(t: TopicLog): Promise<void> {
     const keepFrom = this.retainFrom(t);
+    const doomed: string[] = [];
     while (t.segments.length > 1) {
       const s = t.segments[0] as Segment;
       const next = t.segments[1] as Segment;
       if (next.base > keepFrom) break;
-      rmSync(s.path, { force: true });
+      doomed.push(s.path);
       t.segments.shift();
     }
+    if (doomed.length === 0) return Promise.resolve();
+    return Promise.all(
+      doomed.map((path) =>
+        unlink(path).catch((err: unknown) => {
+          // Left behind, the file is only disk space: recovery skips offsets every group committed.
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.opts.log.warn({ path, err: errorMessage(err) }, 'could not delete bus segment');
+        }),
+      ),
+    ).then(() => undefined);
   }
 
+  /**
+   * Writes committed offsets (tmp file, fsync, rename), asynchronously. Calls made while a write is
+   * in progress share the next write, which snapshots the offsets when it starts, so each call
+   * resolves once a write that includes its state is on disk. The directory is not fsynced: a
+   * rename lost in a crash leaves the previous offsets, which only means redelivery.
+   */
   private persistOffsets(): Promise<void> {
     const path = this.offsetsPath;
     if (!path) return Promise.resolve();
-    this.offsetsWrite = this.offsetsWrite.then(() => {
-      const obj: Record<string, Record<string, number>> = {};
-      for (const [g, m] of this.committed) obj[g] = Object.fromEntries(m);
-      const tmp = `${path}.tmp`;
-      writeFileSync(tmp, JSON.stringify(obj));
-      if (this.opts.fsync) {
-        const fd = openSync(tmp, 'r+');
-        fsyncSync(fd);
-        closeSync(fd);
-      }
-      renameSync(tmp, path);
+    if (this.offsetsNext) return this.offsetsNext;
+    const next = this.offsetsWrite.then(() => {
+      this.offsetsNext = undefined;
+      return this.writeOffsets(path);
     });
-    return this.offsetsWrite;
+    this.offsetsNext = next;
+    this.offsetsWrite = next.catch(() => undefined);
+    return next;
+  }
+
+  private async writeOffsets(path: string): Promise<void> {
+    const obj: Record<string, Record<string, number>> = {};
+    for (const [g, m] of this.committed) obj[g] = Object.fromEntries(m);
+    const tmp = `${path}.tmp`;
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(JSON.stringify(obj));
+      if (this.opts.fsync) await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
   }
 
   async shutdown(): Promise<void> {
@@ -467,12 +607,32 @@ export class LocalBus implements Bus {
       s.wake();
     }
     await Promise.all([...this.subs].map((s) => s.loop));
+    // Publishes already queued still complete (or fail) before the files close.
+    while (this.flushing || this.flushScheduled) await (this.flushing ?? Promise.resolve());
     await this.offsetsWrite;
     for (const t of this.topics.values()) {
       if (t.fd !== null) closeSync(t.fd);
       t.fd = null;
       t.notify();
     }
+  }
+}
+
+function writeAsync(fd: number, buf: Buffer, offset: number): Promise<number> {
+  return new Promise((resolve, reject) => write(fd, buf, offset, buf.length - offset, null, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+function fsyncAsync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+/** fsync of a directory, so a file created or renamed in it survives a crash. */
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 
