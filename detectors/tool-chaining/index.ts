@@ -10,7 +10,7 @@ import { ToolChainingConfigSchema, type ToolChainingConfig } from './config.ts';
 import { fixtures } from './fixtures.ts';
 import { INJECTION_RULE, observeTaskStart, onToolCall } from './injection.ts';
 import { SEQUENCE_RULE, closeWindows, onStep } from './sequences.ts';
-import { TaskState, type StepRecord } from './task-state.ts';
+import { TaskState, evidenceRef, type StepRecord } from './task-state.ts';
 import { TRANSITION_RULE, onTransition } from './transitions.ts';
 
 export type { ToolChainingConfig } from './config.ts';
@@ -74,10 +74,9 @@ class ToolChainingInstance implements DetectorInstance {
     const out: FindingInput[] = [];
 
     if (event.type === EVENT_TYPE.taskStarted) {
-      observeTaskStart(state, event, cfg.injection, cfg.limits.max_trusted_chars);
-      state.taskStart = event;
+      observeTaskStart(state, event, cfg.limits.max_trusted_chars);
       state.taskInput = event.messages?.input ?? '';
-      const step: StepRecord = { event, seq, index: 0, kind: 'task', tool: '', caps: new Set(), action: false, instructions: 0, resultChars: 0 };
+      const step: StepRecord = { event: evidenceRef(event), seq, index: 0, kind: 'task', tool: '', caps: new Set(), action: false, instructions: 0, resultChars: 0 };
       state.pushStep(step);
       out.push(...onStep(state, cfg.sequences, step, cfg.injection.high_score));
       return this.build(out);
@@ -98,7 +97,7 @@ class ToolChainingInstance implements DetectorInstance {
     }
     const previous = [...state.steps].reverse().find((s) => s.kind === 'tool');
     const step: StepRecord = {
-      event,
+      event: evidenceRef(event),
       seq,
       index: state.toolCalls + 1,
       kind: 'tool',

@@ -5,7 +5,7 @@ import type { Severity } from '../../shared/finding.ts';
 import { argumentLeaves, type ArgumentLeaf } from './arguments.ts';
 import type { InjectionConfig } from './config.ts';
 import { InstructionScanner, type TextAnalysis } from './instructions.ts';
-import type { ActionRecord, TaskState, TrackedValue } from './task-state.ts';
+import { evidenceRef, type TaskState, type TrackedValue } from './task-state.ts';
 import { decodeEscapes, squash, squashInner, stripEdges } from './text.ts';
 import { extractValues, valueKeys, type ExtractedValue } from './values.ts';
 
@@ -50,7 +50,7 @@ export function instructionScore(a: TextAnalysis, cfg: InjectionConfig): number 
 }
 
 /** Records the user's request and system instructions of a task (values there are the user's own). */
-export function observeTaskStart(state: TaskState, event: TimelineEvent, cfg: InjectionConfig, maxChars: number): void {
+export function observeTaskStart(state: TaskState, event: TimelineEvent, maxChars: number): void {
   const texts = [event.messages?.system, event.messages?.input].filter((t): t is string => typeof t === 'string' && t.length > 0);
   for (const raw of texts) {
     const t = decodeEscapes(raw);
@@ -200,6 +200,7 @@ function track(state: TaskState, source: TimelineEvent, seq: number, a: TextAnal
   }
   let added = 0;
   const ctx = cfg.relay_context_chars;
+  const ref = evidenceRef(source);
   for (const v of found) {
     const keys = valueKeys(v);
     const primary = keys[0] as string;
@@ -213,7 +214,7 @@ function track(state: TaskState, source: TimelineEvent, seq: number, a: TextAnal
       kind: v.kind,
       raw: v.raw,
       norm: v.norm,
-      source,
+      source: ref,
       sourceSeq: seq,
       via,
       score: sc.score,
@@ -267,7 +268,7 @@ export function onToolCall(
     const f = flowFinding(event, caps, flow, cfg, state.taskId);
     if (f) findings.push(f);
   }
-  state.pushAction({ event, seq, caps, leaves, actFactor });
+  state.pushAction({ event: evidenceRef(event), seq, caps, leaves, actFactor });
 
   // 2. The agent's own values, and instruction text it echoed (its source output was not captured).
   for (const leaf of leaves) {
@@ -295,7 +296,7 @@ export function onToolCall(
 
 function recheckLaterActions(state: TaskState, source: TimelineEvent, cfg: InjectionConfig): FindingInput[] {
   const out: FindingInput[] = [];
-  for (const a of state.actions as ActionRecord[]) {
+  for (const a of state.actions) {
     if (a.event.time <= source.time) continue;
     const flow = bestFlow(state, a, a.actFactor, cfg);
     if (flow && flow.value.source.event_id === source.event_id) {

@@ -105,8 +105,10 @@ export function onStep(state: TaskState, sequences: readonly Sequence[], step: S
     state.fired.add(key);
     const evidence = chain.map((r) => r.event);
     const stepsSpan = (chain[chain.length - 1] as StepRecord).index - Math.max(1, (chain[0] as StepRecord).index) + 1;
+    const instr = Math.max(...chain.map((r) => r.instructions));
+    const extra: Record<string, number> = instr > 0 ? { steps: stepsSpan, instruction_score: instr, instruction_threshold: thr } : { steps: stepsSpan };
     if (!seq.absent) {
-      out.push(finding(seq, evidence, state.taskId, { steps: stepsSpan }, ''));
+      out.push(finding(seq, evidence, state.taskId, extra, ''));
       return;
     }
     const first = chain[0] as StepRecord;

@@ -12,6 +12,14 @@ import type { ValueKind } from './values.ts';
  * itself, not to the whole timeline.
  */
 
+/**
+ * A copy of an event small enough to keep as evidence: ids, times and identities, without the texts
+ * (messages, tool arguments and results, attributes) that dominate an event's memory.
+ */
+export function evidenceRef(e: TimelineEvent): TimelineEvent {
+  return { ...e, messages: undefined, attributes: {}, tool: e.tool ? { name: e.tool.name, call_id: e.tool.call_id } : undefined };
+}
+
 /** A value that entered the task through untrusted content. */
 export interface TrackedValue {
   key: string;
@@ -89,7 +97,6 @@ export class TaskState {
   /** This task's own transition counts (subtracted when judging it against its agent's baseline). */
   readonly ownTransitions = new Map<string, number>();
   readonly ownFromTotals = new Map<string, number>();
-  taskStart: TimelineEvent | undefined;
   taskInput = '';
   seq = 0;
   toolCalls = 0;

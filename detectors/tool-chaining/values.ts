@@ -37,18 +37,18 @@ const TLDS =
 
 const RX = {
   url: /\b(?:https?:\/\/|ftp:\/\/|www\.)[^\s<>"'`)\]}|,;]+/gi,
-  email: /\b[a-z0-9][a-z0-9._%+-]*@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,24}\b/gi,
+  email: /\b[a-z0-9][a-z0-9._%+-]{0,63}@[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63}){0,8}\.[a-z]{2,24}\b/gi,
   account: /\b[A-Z]{2}\d{2}(?:[A-Z0-9]{10,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b/gi,
   uuid: /\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/gi,
-  domain: new RegExp(`\\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\\.)+(?:${TLDS.join('|')})\\b(?:/[^\\s<>"'\`)\\]},;]*)?`, 'gi'),
-  unixPath: /(?:^|(?<=[\s'"`(=:]))(?:~|\.{1,2})?\/(?:[\w.@-]+\/)*[\w.@-]+\/?/g,
-  winPath: /\b[a-z]:\\(?:[\w .-]+\\)*[\w .-]+/gi,
-  fileName: /\b[\w][\w-]*(?:\.[\w-]+)*\.(?:txt|md|markdown|pdf|docx?|xlsx?|pptx?|csv|tsv|json|ya?ml|toml|xml|html?|env|pem|key|crt|p12|pfx|kdbx|sh|ps1|bat|py|js|mjs|ts|rb|go|java|sql|db|sqlite|zip|tar|tgz|gz|7z|rar|log|conf|cfg|ini|png|jpe?g|gif|svg|eml|msg|ics|vcf)\b/gi,
+  domain: new RegExp(`\\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\\.){1,8}(?:${TLDS.join('|')})\\b(?:/[^\\s<>"'\`)\\]},;]*)?`, 'gi'),
+  unixPath: /(?:^|(?<=[\s'"`(=:]))(?:~|\.{1,2})?\/(?:[\w.@-]{1,255}\/){0,32}[\w.@-]{1,255}\/?/g,
+  winPath: /\b[a-z]:\\(?:[\w .-]{1,255}\\){0,32}[\w .-]{1,255}/gi,
+  fileName: /\b[\w][\w-]{0,127}(?:\.[\w-]{1,64}){0,4}\.(?:txt|md|markdown|pdf|docx?|xlsx?|pptx?|csv|tsv|json|ya?ml|toml|xml|html?|env|pem|key|crt|p12|pfx|kdbx|sh|ps1|bat|py|js|mjs|ts|rb|go|java|sql|db|sqlite|zip|tar|tgz|gz|7z|rar|log|conf|cfg|ini|png|jpe?g|gif|svg|eml|msg|ics|vcf)\b/gi,
   phone: /(?<![\w+])\+?\(?\d{1,4}\)?(?:[ .-]?\(?\d{2,4}\)?){2,5}(?!\w)/g,
   handle: /(?<![\w.@])@[a-z0-9_](?:[a-z0-9_.-]{1,38}[a-z0-9_])\b/gi,
   digits: /(?<![\w.-])\d{8,24}(?![\w-])/g,
-  identifier: /(?<![\w.@/-])(?=[\w-]*[_\d])[a-z0-9]+(?:[_-][a-z0-9]+)+(?![\w@])|(?<![\w.@/-])(?=[a-z]*\d)(?=\d*[a-z])[a-z0-9]{8,40}(?![\w@])/gi,
-  name: /\b[A-Z][\w'&.-]*(?:\s+(?:of|the|and|de|la|le|von|van|&)?\s*[A-Z][\w'&.-]*)+/g,
+  identifier: /(?<![\w.@/-])(?=[\w-]{0,80}[_\d])[a-z0-9]{1,40}(?:[_-][a-z0-9]{1,40}){1,8}(?![\w@])|(?<![\w.@/-])(?=[a-z]*\d)(?=\d*[a-z])[a-z0-9]{8,40}(?![\w@])/gi,
+  name: /\b[A-Z][\w'&.-]{0,40}(?:[ \t]{1,3}(?:(?:of|the|and|de|la|le|von|van|&)[ \t]{1,3})?[A-Z][\w'&.-]{0,40}){1,6}/g,
   quoted: /'([^'\s]{6,80})'|"([^"\s]{6,80})"|`([^`\s]{6,80})`|«([^»\s]{6,80})»|“([^”\s]{6,80})”/g,
 } as const;
 

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseCommandArgs, reportError, type Command, type Io } from './command.ts';
 import { benchCommand } from './bench-command.ts';
+import { evalCommand } from './eval-command.ts';
 import { policyCommand } from './policy-command.ts';
 import { replayCommand } from './replay-command.ts';
 import { schemaCommand } from './schema-command.ts';
@@ -9,7 +10,7 @@ import { SERVICE_COMMANDS } from './service-commands.ts';
 import { startCommand } from './start-command.ts';
 
 /** Every subcommand, in help order. */
-export const COMMANDS: readonly Command[] = [startCommand, replayCommand, sqlCommand, policyCommand, schemaCommand, benchCommand, ...SERVICE_COMMANDS];
+export const COMMANDS: readonly Command[] = [startCommand, replayCommand, evalCommand, sqlCommand, policyCommand, schemaCommand, benchCommand, ...SERVICE_COMMANDS];
 
 function version(): string {
   const pkg: unknown = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
