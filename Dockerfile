@@ -2,7 +2,9 @@
 FROM node:20-bookworm-slim
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund
+# npm install, not npm ci: chdb lists optional platform packages that are not published for every
+# platform, which npm ci counts as missing from the lockfile.
+RUN npm install --omit=dev --no-audit --no-fund
 COPY bin ./bin
 COPY shared ./shared
 COPY services ./services

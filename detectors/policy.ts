@@ -19,7 +19,7 @@ import { DETECTORS } from './registry.ts';
  * detectors:
  *   blast-radius: { notify_score: 40 }
  * agents:
- *   "billing-*":                 # glob on agent id or agent name
+ *   "billing-*":                 # glob on the agent id (gen_ai.agent.id, else the agent name)
  *     detectors:
  *       blast-radius: { notify_score: 80 }
  * ```
@@ -47,7 +47,7 @@ export function policySchema() {
     version: z.literal(1).default(1),
     catalog: CatalogConfigSchema.default(CatalogConfigSchema.parse({})),
     detectors: detectorSections().default(detectorSections().parse({})),
-    /** Per-agent overrides keyed by a glob on agent id or name; merged over `detectors`. */
+    /** Per-agent overrides keyed by a glob on the agent id; merged over `detectors`. */
     agents: z
       .record(z.string().min(1), z.strictObject({ detectors: z.record(z.string(), z.record(z.string(), z.unknown())).default({}) }))
       .default({}),

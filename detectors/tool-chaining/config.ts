@@ -250,7 +250,7 @@ export const DEFAULT_SEQUENCES: readonly z.input<typeof SequenceSchema>[] = [
     within_ms: 15 * MIN,
     within_steps: 20,
     severity: 'medium',
-    tags: ['mitre-attack:T1552 Unsecured Credentials', 'mitre-attack:T1567 Exfiltration Over Web Service'],
+    tags: ['mitre-attack:T1552', 'mitre-attack:T1567'],
   },
   {
     id: 'bulk-read-then-external-send',
@@ -259,7 +259,7 @@ export const DEFAULT_SEQUENCES: readonly z.input<typeof SequenceSchema>[] = [
     within_ms: 15 * MIN,
     within_steps: 20,
     severity: 'medium',
-    tags: ['mitre-attack:T1567 Exfiltration Over Web Service'],
+    tags: ['mitre-attack:T1567'],
   },
   {
     id: 'summarising-task-then-admin',
@@ -268,7 +268,7 @@ export const DEFAULT_SEQUENCES: readonly z.input<typeof SequenceSchema>[] = [
     within_ms: 60 * MIN,
     within_steps: 50,
     severity: 'medium',
-    tags: ['owasp-agentic:T3 Privilege Compromise'],
+    tags: ['owasp-agentic:T3'],
   },
   {
     id: 'instructions-then-action',
@@ -287,7 +287,7 @@ export const DEFAULT_SEQUENCES: readonly z.input<typeof SequenceSchema>[] = [
     within_ms: 60 * MIN,
     within_steps: 200,
     severity: 'low',
-    tags: ['owasp-agentic:T3 Privilege Compromise', 'mitre-attack:T1098 Account Manipulation'],
+    tags: ['owasp-agentic:T3', 'mitre-attack:T1098'],
   },
 ];
 

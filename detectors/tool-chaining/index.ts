@@ -25,9 +25,9 @@ export const TOOL_CHAINING_META: DetectorMeta = {
     'chains longer or faster than allowed, and transitions outside the agent’s baseline.',
   defaultSeverity: 'high',
   tags: [
-    'owasp-agentic:T2 Tool Misuse',
-    'owasp-agentic:T6 Intent Breaking & Goal Manipulation',
-    'maestro:L3 Agent Frameworks',
+    'owasp-agentic:T2',
+    'owasp-agentic:T6',
+    'maestro:L3',
     'nist-ai-rmf:MANAGE',
   ],
   falsePositives: [

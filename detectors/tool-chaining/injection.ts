@@ -158,9 +158,9 @@ function flowFinding(call: TimelineEvent, caps: ReadonlySet<Capability>, f: Flow
   const arg = f.leaf.path || '(arguments)';
   const carried = v.score > 0 ? `instructions aimed at the agent (${v.categories.join(', ')}; score ${v.score})` : 'no instructions';
   const tags: string[] = [];
-  if (caps.has('sends_external') || f.destination) tags.push('mitre-attack:T1567 Exfiltration Over Web Service');
-  if (caps.has('spends_money')) tags.push('mitre-attack:T1657 Financial Theft');
-  if (caps.has('admin')) tags.push('owasp-agentic:T3 Privilege Compromise', 'mitre-attack:T1098 Account Manipulation');
+  if (caps.has('sends_external') || f.destination) tags.push('mitre-attack:T1567');
+  if (caps.has('spends_money')) tags.push('mitre-attack:T1657');
+  if (caps.has('admin')) tags.push('owasp-agentic:T3', 'mitre-attack:T1098');
   return {
     rule: INJECTION_RULE,
     severity: sev,

@@ -42,7 +42,7 @@ export function onTransition(state: TaskState, store: BaselineStore, step: StepR
       evidence: previous ? [previous.event, step.event] : [step.event],
       joinKeys: { agent_id: state.agentId, from, to, verdict: j.verdict },
       metrics: { count: j.count, from_total: j.fromTotal, probability: Math.round(j.probability * 1e4) / 1e4, rare_threshold: Math.round(j.rareThreshold * 1e4) / 1e4, history_tasks: j.tasks },
-      tags: ['nist-ai-rmf:MEASURE', 'owasp-agentic:T7 Misaligned & Deceptive Behaviors'],
+      tags: ['nist-ai-rmf:MEASURE', 'owasp-agentic:T7'],
       dedupKey: key,
     },
   ];

@@ -18,7 +18,7 @@ Options:
       --findings OUT    write every finding as one JSON line to OUT
       --stats OUT       write run statistics as JSON to OUT
       --policy FILE     detection policy to apply (YAML)
-      --quiet           no progress output
+  -q, --quiet           no progress output
 ${COMMON_HELP}
 
 Exit status: 0 on success, 1 when an input cannot be read, 2 on a usage error.

@@ -39,8 +39,7 @@ function serviceCommand(name: ServiceName): Command {
     help: `Usage: runtrail ${name} [options]
 
 ${d.body}
-${name === 'api' ? 'Reads storage only (no Kafka needed).' : 'Requires KAFKA_BROKERS (kafka.brokers).'} Storage: CLICKHOUSE_URL, else the embedded engine
-under the data directory (one process per data directory).
+${name === 'api' ? 'Reads storage only (no Kafka needed).' : 'Requires KAFKA_BROKERS (kafka.brokers).'}${name === 'collector' ? ' Opens no storage: acknowledged = in Kafka.' : ' Storage: CLICKHOUSE_URL, else the embedded engine\nunder the data directory (one process per data directory).'}
 HTTP: ${d.http}.
 Stops gracefully on SIGINT/SIGTERM (stops taking work, commits, flushes storage).
 
@@ -49,7 +48,7 @@ Options:
 ${COMMON_HELP}
 
 Example:
-  KAFKA_BROKERS=127.0.0.1:19092 CLICKHOUSE_URL=http://127.0.0.1:8123 runtrail ${name}`,
+  ${name === 'api' ? '' : 'KAFKA_BROKERS=127.0.0.1:19092 '}${name === 'collector' ? '' : 'CLICKHOUSE_URL=http://127.0.0.1:8123 '}runtrail ${name}`,
     options: { port: { type: 'string', short: 'p' } },
     allowPositionals: false,
     async run(args, io) {
