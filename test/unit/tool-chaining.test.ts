@@ -143,7 +143,7 @@ describe('injection-to-action', () => {
     expect(f?.metrics).toMatchObject({ weight: 1, threshold: DEFAULTS.injection.critical_score, destination: 1 });
     expect(f?.window_start).toBe(inbox.time);
     expect(f?.window_end).toBe(wire.time);
-    expect(f?.tags).toEqual(expect.arrayContaining(['owasp-agentic:T6 Intent Breaking & Goal Manipulation', 'mitre-attack:T1657 Financial Theft']));
+    expect(f?.tags).toEqual(expect.arrayContaining(['owasp-agentic:T6', 'mitre-attack:T1657']));
   });
 
   it('is suppressed when the user’s request contains the value', () => {
