@@ -176,20 +176,22 @@ export class DetectorEngine {
       if (!tl) this.tasks.set(e.task_id, (tl = []));
       insertByTime(tl, this.slim ? slimEvent(e) : e);
       this.held++;
+      if (this.instances.length > 0) {
+        // The view includes the event being evaluated, even a late one that falls off next.
+        const view: TaskView = { taskId: e.task_id, events: tl };
+        for (const inst of this.instances) this.collect(inst.onEvent(e, view), out);
+      }
       if (tl.length > this.opts.maxEventsPerTask) {
         tl.shift();
         this.held--;
         this.stats.truncatedEvents++;
       }
-      // Over the global budget: drop the windows of the least recently active tasks (never the
-      // one being evaluated, which is the most recent).
-      while (this.held > this.maxEvents && this.tasks.size > 1) {
-        const oldest = this.tasks.evictOldest();
-        if (!oldest) break;
+      if (this.held > this.maxEvents) {
+        // Over the global budget: drop the windows of the least recently active tasks, never the
+        // one just evaluated.
+        this.tasks.touch(e.task_id);
+        while (this.held > this.maxEvents && this.tasks.size > 1) this.tasks.evictOldest();
       }
-      if (this.instances.length === 0) continue;
-      const view: TaskView = { taskId: e.task_id, events: tl };
-      for (const inst of this.instances) this.collect(inst.onEvent(e, view), out);
     }
     return out;
   }

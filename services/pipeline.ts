@@ -1,10 +1,15 @@
 import type { Bus } from '../shared/bus/bus.ts';
 import { createBus } from '../shared/bus/create-bus.ts';
+import { LocalBus } from '../shared/bus/local-bus.ts';
 import type { Config } from '../shared/config.ts';
 import type { Logger } from '../shared/logger.ts';
 import { MetricsRegistry } from '../shared/metrics.ts';
+import { GROUP, TOPIC } from '../shared/names.ts';
+import type { DetectorEngine } from '../detectors/engine.ts';
 import { createDetectorEngine, loadPolicy } from '../detectors/policy.ts';
+import { setEventValidation } from './collector/adapters/adapter.ts';
 import { Ingestor } from './collector/ingest.ts';
+import { defaultParseWorkers } from './collector/parse-pool.ts';
 import { CorrelatorStage } from './correlator/correlator-stage.ts';
 import { DetectorStage } from './detector/detector-stage.ts';
 import { ClickHouseStore, type Store } from './storage/store.ts';
@@ -34,6 +39,8 @@ export interface Pipeline {
   ingestor: Ingestor;
   correlator: CorrelatorStage;
   detector: DetectorStage;
+  /** The detector stage's engine (for its memory figures). */
+  engine: DetectorEngine;
   metrics: MetricsRegistry;
   /** Waits until everything published so far is correlated, stored and evaluated; `final` expires all pending. */
   drain(final: boolean): Promise<void>;
@@ -45,9 +52,15 @@ export interface Pipeline {
 export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
   const { cfg, log } = opts;
   const metrics = opts.metrics ?? new MetricsRegistry();
+  // Process-wide: the adapters that feed this pipeline run in this process.
+  setEventValidation(cfg.collector.eventValidation);
   const store = new ClickHouseStore(cfg.storage, cfg.dataDir, log, metrics);
   await store.start();
   const bus = createBus(cfg, log, metrics, { durable: opts.mode === 'live', forceLocal: opts.mode === 'replay' });
+  // With a write-ahead log, the timeline can stay in memory: the correlator then commits its input
+  // only once the detector has committed what came of it (see `bus.timelineInMemory`).
+  const timelineInMemory = bus instanceof LocalBus && opts.mode === 'live' && cfg.bus.durable && cfg.bus.timelineInMemory;
+  if (timelineInMemory) bus.keepInMemoryOnly(TOPIC.timeline);
   await bus.start();
   const engine = createDetectorEngine(loadPolicy(cfg.policyFile), { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) });
   const detector = new DetectorStage({ bus, store, engine, log, metrics });
@@ -59,19 +72,28 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
     metrics,
     wallClock: opts.mode === 'live',
     onTasksClosed: (ids) => detector.closeTasks(ids),
+    timelineHandled:
+      timelineInMemory && bus instanceof LocalBus
+        ? () => bus.whenCommitted(GROUP.detector, TOPIC.timeline, bus.endOffset(TOPIC.timeline))
+        : undefined,
   });
   await detector.start();
   await correlator.start();
-  const ingestor = new Ingestor(bus, metrics);
+  // Parse workers pay off when the bus writes their serialized lines to its log (live mode).
+  const ingestor = new Ingestor(bus, metrics, { parseWorkers: opts.mode === 'live' ? (cfg.collector.parseWorkers ?? defaultParseWorkers()) : 0 });
+  ingestor.start();
 
   async function waitIdle(): Promise<void> {
-    // A subscription's position advances only after its batch is handled, so lag 0 means handled.
-    for (;;) {
+    // A subscription's position advances once its batch is handed over; the correlator's outputs
+    // may still be on their way to storage then, so its pipeline must be empty as well.
+    const busy = async (): Promise<boolean> => {
       const [cl, dl] = await Promise.all([correlator.lag(), detector.lag()]);
-      if (cl === 0 && dl === 0) {
+      return cl > 0 || dl > 0 || correlator.inFlightOutputs > 0;
+    };
+    for (;;) {
+      if (!(await busy())) {
         await sleep(20);
-        const [cl2, dl2] = await Promise.all([correlator.lag(), detector.lag()]);
-        if (cl2 === 0 && dl2 === 0) return;
+        if (!(await busy())) return;
       }
       await sleep(10);
     }
@@ -84,6 +106,7 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
     ingestor,
     correlator,
     detector,
+    engine,
     metrics,
     async drain(final: boolean) {
       await waitIdle();
@@ -94,6 +117,7 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
     },
     shutdown() {
       stopped ??= (async () => {
+        await ingestor.shutdown();
         await correlator.shutdown();
         await detector.shutdown();
         await bus.shutdown();

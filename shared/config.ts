@@ -28,6 +28,18 @@ export const CollectorConfigSchema = z.strictObject({
   retryAfterS: z.number().int().positive().default(2),
   /** Per-request time limit for reading the body, ms. Default 30 000. */
   requestTimeoutMs: ms.default(30_000),
+  /**
+   * How adapter output is checked before it is published: `structural` (default) checks every
+   * constraint of the canonical event schema with hand-written code, several times faster than
+   * `full`, which runs the zod schema on every event (for development, when changing an adapter).
+   */
+  eventValidation: z.enum(['structural', 'full']).default('structural'),
+  /**
+   * Worker threads that convert request bodies (adapter parse plus write-ahead-log serialization)
+   * in embedded mode, beside the thread running the bus, correlator and storage. Unset = one per
+   * core beyond the first, at least 1, at most 4; 0 converts on the main thread.
+   */
+  parseWorkers: z.number().int().min(0).max(64).optional(),
 });
 
 /** Correlator settings. */
@@ -117,6 +129,14 @@ export const BusConfigSchema = z.strictObject({
   durable: z.boolean().default(true),
   /** Write-ahead log segment size, bytes. Default 64 MiB. */
   segmentBytes: z.number().int().positive().default(64 * 1024 * 1024),
+  /**
+   * Keep the timeline topic (correlator -> detector) in memory instead of the write-ahead log. Its
+   * messages are derived from the ingest topics, and with this on the correlator commits its input
+   * only after the detector has handled and committed what came of it, so a crash redelivers the
+   * input instead of losing detector input. Saves serializing, writing and fsyncing every event a
+   * second time. Default true; false logs the timeline like every other topic.
+   */
+  timelineInMemory: z.boolean().default(true),
 });
 
 /** Kafka settings (distributed mode). */

@@ -2,10 +2,37 @@
  * A size-bounded map that evicts the least recently used entry and counts what it evicted.
  * Every piece of per-task / per-credential state in Runtrail lives in one of these (or another
  * bounded structure), so memory stays bounded whatever the input.
+ *
+ * Recency is tracked in two generations (a segmented LRU without per-entry bookkeeping), because
+ * a read is by far the most frequent operation and exact LRU costs a delete and a re-insert on
+ * every one of them. New and updated entries go to the young generation; eviction takes the oldest
+ * entry of the old generation, and when that is empty the young generation becomes the old one. A
+ * read of an old entry promotes it to the young generation (second chance). A read of a young
+ * entry moves nothing: it is noted in a ring of recent accesses (at most {@link ACCESS_RING} keys,
+ * never more than the young generation holds), and at the generation change the entries accessed
+ * last are re-inserted in access order, so they are evicted last and in LRU order. The bound on
+ * size and the eviction counter are exact; eviction order is exact LRU as long as the young
+ * generation saw no more than the ring's accesses, and otherwise entries whose last access fell
+ * out of the ring compete by insertion time.
  */
+/** Recent accesses remembered across a generation change, per map at most. */
+export const ACCESS_RING = 4096;
+
 export class BoundedMap<K, V> {
-  private readonly map = new Map<K, V>();
-  /** Entries evicted because the map was full. */
+  /** Entries set or promoted since the last generation change, oldest first. */
+  private young = new Map<K, V>();
+  /** The previous generation, oldest first; evicted from the front. */
+  private old = new Map<K, V>();
+  /**
+   * One iterator over `old` for all evictions: a fresh `entries().next()` would walk past every
+   * entry already deleted from the front (V8 keeps them as holes until the table is rebuilt),
+   * which makes each eviction O(n). A live Map iterator skips each hole once.
+   */
+  private cursor: IterableIterator<[K, V]> | undefined;
+  /** Keys of recent accesses, oldest at `accessPos` once the ring is full. */
+  private accesses: K[] = [];
+  private accessPos = 0;
+  /** Entries evicted because the map was full (or by {@link evictOldest}). */
   evicted = 0;
 
   constructor(
@@ -16,40 +43,56 @@ export class BoundedMap<K, V> {
   }
 
   get size(): number {
-    return this.map.size;
+    return this.young.size + this.old.size;
   }
 
-  /** Reads and marks as recently used. */
+  /** Reads and marks as recently used (see the class comment for what that guarantees). */
   get(key: K): V | undefined {
-    const v = this.map.get(key);
+    const v = this.young.get(key);
     if (v !== undefined) {
-      this.map.delete(key);
-      this.map.set(key, v);
+      this.noteAccess(key);
+      return v;
     }
-    return v;
+    if (this.old.size === 0) return v;
+    const o = this.old.get(key);
+    if (o !== undefined) {
+      this.old.delete(key);
+      this.young.set(key, o);
+      this.noteAccess(key);
+    }
+    return o;
   }
 
   /** Reads without changing recency. */
   peek(key: K): V | undefined {
-    return this.map.get(key);
+    const v = this.young.get(key);
+    return v !== undefined ? v : this.old.get(key);
   }
 
   has(key: K): boolean {
-    return this.map.has(key);
+    return this.young.has(key) || this.old.has(key);
   }
 
+  /** Inserts or replaces; the entry becomes the most recently used. */
   set(key: K, value: V): void {
-    if (this.map.has(key)) this.map.delete(key);
-    this.map.set(key, value);
-    while (this.map.size > this.maxSize) {
-      const oldest = this.map.keys().next();
-      if (oldest.done) break;
-      const k = oldest.value;
-      const v = this.map.get(k) as V;
-      this.map.delete(k);
-      this.evicted++;
-      this.onEvict?.(k, v);
+    if (!this.young.delete(key)) this.old.delete(key);
+    this.young.set(key, value);
+    this.noteAccess(key);
+    while (this.size > this.maxSize) this.evictOne();
+  }
+
+  /** Makes an existing entry exactly the most recently used; false when absent. */
+  touch(key: K): boolean {
+    let v = this.young.get(key);
+    if (v !== undefined || this.young.has(key)) this.young.delete(key);
+    else {
+      v = this.old.get(key);
+      if (v === undefined && !this.old.has(key)) return false;
+      this.old.delete(key);
     }
+    this.young.set(key, v as V);
+    this.noteAccess(key);
+    return true;
   }
 
   /**
@@ -57,25 +100,83 @@ export class BoundedMap<K, V> {
    * reported to `onEvict`), for owners that bound something other than the entry count.
    */
   evictOldest(): [K, V] | undefined {
-    const oldest = this.map.entries().next();
-    if (oldest.done) return undefined;
-    const [k, v] = oldest.value;
-    this.map.delete(k);
-    this.evicted++;
-    this.onEvict?.(k, v);
-    return [k, v];
+    return this.size === 0 ? undefined : this.evictOne();
   }
 
   delete(key: K): boolean {
-    return this.map.delete(key);
+    return this.young.delete(key) || this.old.delete(key);
   }
 
-  /** Entries from least to most recently used. */
+  /** Entries from least to most recently used (approximately; see the class comment). */
   entries(): IterableIterator<[K, V]> {
-    return this.map.entries();
+    // A map that never filled has one generation: its native iterator is much cheaper than a generator.
+    if (this.old.size === 0) return this.young.entries();
+    if (this.young.size === 0) return this.old.entries();
+    return chain(this.old.entries(), this.young.entries());
   }
 
   values(): IterableIterator<V> {
-    return this.map.values();
+    if (this.old.size === 0) return this.young.values();
+    if (this.young.size === 0) return this.old.values();
+    return chain(this.old.values(), this.young.values());
   }
+
+  private noteAccess(key: K): void {
+    const r = this.accesses;
+    if (r.length < Math.min(ACCESS_RING, this.young.size)) {
+      if (r[r.length - 1] !== key) r.push(key);
+      return;
+    }
+    if (r.length === 0) return;
+    const last = this.accessPos === 0 ? r.length - 1 : this.accessPos - 1;
+    if (r[last] === key) return;
+    r[this.accessPos] = key;
+    this.accessPos = this.accessPos + 1 === r.length ? 0 : this.accessPos + 1;
+  }
+
+  /**
+   * The young generation becomes the old one. With `keepRecent`, the entries in the access ring are
+   * moved back to the (new) young generation in access order, oldest access first.
+   */
+  private rotate(keepRecent: boolean): void {
+    const ring = this.accesses;
+    const start = this.accessPos;
+    this.accesses = [];
+    this.accessPos = 0;
+    this.old = this.young;
+    this.young = new Map();
+    this.cursor = undefined;
+    if (!keepRecent) return;
+    for (let i = 0; i < ring.length; i++) {
+      const k = ring[(start + i) % ring.length] as K;
+      const v = this.old.get(k);
+      if (v !== undefined || this.old.has(k)) {
+        this.old.delete(k);
+        this.young.set(k, v as V);
+      } else if (this.young.has(k)) {
+        // Accessed again later in the ring: move it to its later place.
+        const y = this.young.get(k) as V;
+        this.young.delete(k);
+        this.young.set(k, y);
+      }
+    }
+  }
+
+  private evictOne(): [K, V] {
+    if (this.old.size === 0) this.rotate(true);
+    // Every entry was accessed recently: the young generation is in access order now.
+    if (this.old.size === 0) this.rotate(false);
+    this.cursor ??= this.old.entries();
+    // Every entry still in `old` lies ahead of the cursor: `old` only loses entries.
+    const first = this.cursor.next().value as [K, V];
+    this.old.delete(first[0]);
+    this.evicted++;
+    this.onEvict?.(first[0], first[1]);
+    return first;
+  }
+}
+
+function* chain<T>(a: IterableIterator<T>, b: IterableIterator<T>): IterableIterator<T> {
+  yield* a;
+  yield* b;
 }

@@ -43,6 +43,8 @@ Options:
                             the memory scenario
       --events-per-task N   events per agent task, noise excluded (default ${DEFAULTS.eventsPerTask}, at least ${MIN_EVENTS_PER_TASK})
       --concurrency N       request bodies parsed and published at once (default ${DEFAULTS.concurrency})
+      --rate N              offered load, events/s: send bodies no faster than this on average
+                            (for latency at a given load; default: as fast as the pipeline takes them)
       --seed N              generator seed (default ${DEFAULTS.seed})
       --noise RATIO         share of events that are unattributed noise, 0-0.9 (default 0.05)
       --mode MODE           live: fsync'd write-ahead log and wall-clock grace, as \`runtrail start\`
@@ -70,6 +72,7 @@ Examples:
     tasks: { type: 'string' },
     'events-per-task': { type: 'string' },
     concurrency: { type: 'string' },
+    rate: { type: 'string' },
     seed: { type: 'string' },
     noise: { type: 'string' },
     mode: { type: 'string' },
@@ -89,6 +92,7 @@ Examples:
     const explicitEvents = int(args, 'events');
     const events = intIn(args, 'events', 1, 1_000_000_000, Math.max(DEFAULTS.events, fleetEvents));
     const concurrency = intIn(args, 'concurrency', 1, 1024, DEFAULTS.concurrency);
+    const rate = int(args, 'rate') === undefined ? undefined : intIn(args, 'rate', 1, 10_000_000, 1);
     const seed = intIn(args, 'seed', 0, 0xffffffff, DEFAULTS.seed);
     const modeArg = str(args, 'mode') ?? 'live';
     if (modeArg !== 'live' && modeArg !== 'replay') throw new UsageError(`--mode: expected live or replay, got "${modeArg}"`);
@@ -108,6 +112,7 @@ Examples:
         tasks,
         eventsPerTask,
         concurrency,
+        rate,
         seed,
         noiseRatio,
         mode: modeArg,

@@ -1,5 +1,6 @@
 import type { Bus, DeadLetter, MessageBatch, Subscription, UndecodableMessage } from '../../shared/bus/bus.ts';
-import type { Logger } from '../../shared/logger.ts';
+import { errorCode, errorMessage } from '../../shared/errors.ts';
+import { RateLimitedLog, type Logger } from '../../shared/logger.ts';
 import type { MetricsRegistry } from '../../shared/metrics.ts';
 import { Mutex } from '../../shared/mutex.ts';
 import { GROUP, SOURCE_TOPIC, TOPIC, type TopicId } from '../../shared/names.ts';
@@ -20,6 +21,23 @@ export interface CorrelatorStageDeps {
   wallClock?: boolean;
   /** Told which tasks closed, after their events are stored (the embedded detector uses it). */
   onTasksClosed?: (taskIds: readonly string[]) => Promise<void>;
+  /**
+   * Batches whose output may be in storage or on its way downstream at once, while the next batch
+   * is correlated. Default 4; 1 handles one batch at a time.
+   */
+  maxInFlight?: number;
+  /** First retry delay when storing or publishing a batch's output failed, ms; doubles up to 5 s. Default 200. */
+  retryBaseMs?: number;
+  /**
+   * Given when the timeline topic is not durable (embedded mode keeps it in memory): called right
+   * after an output's timeline events are published, it resolves once the detector has handled
+   * and committed everything published so far. The output's inputs are marked done, its tasks
+   * closed and its offsets committed only then, so a crash before the detector handled them
+   * redelivers the inputs and nothing the detector needed is lost.
+   */
+  timelineHandled?: () => Promise<void>;
+  /** How long shutdown waits for the detector to handle published timeline events, ms. Default 10 000. */
+  shutdownGraceMs?: number;
 }
 
 const INGEST_TOPICS = [SOURCE_TOPIC.agent, SOURCE_TOPIC.workload, SOURCE_TOPIC.resource] as const;
@@ -28,6 +46,15 @@ const INGEST_TOPICS = [SOURCE_TOPIC.agent, SOURCE_TOPIC.workload, SOURCE_TOPIC.r
  * Runs the {@link Correlator} on the bus: consumes canonical events, stores resolved timeline events
  * and bindings, publishes them downstream, and commits an input offset only once everything derived
  * from it is stored and published (and no earlier event of its partition is still waiting).
+ *
+ * Pipelined: correlating is synchronous and runs under the stage's mutex; storing and publishing a
+ * batch's output run after it, while the next batches are correlated (at most `maxInFlight`
+ * outputs outstanding). Inserts start at once and may overlap; the publish, done-marking, task
+ * closing and commit of each output run strictly in order, each after its own inserts resolved, so
+ * downstream sees outputs in correlation order and the offset tracker never marks an input done
+ * before what came of it is stored and published. A failed insert or publish is retried (with
+ * backoff, as long as the stage runs); its inputs stay uncommitted meanwhile, so a crash redelivers
+ * them.
  */
 export class CorrelatorStage {
   readonly correlator: Correlator;
@@ -38,10 +65,24 @@ export class CorrelatorStage {
   private timer?: NodeJS.Timeout;
   private stopped = false;
   private readonly log: Logger;
+  private readonly maxInFlight: number;
+  /** The last output's ordered step (publish, done, close, commit); the next one chains after it. */
+  private tail: Promise<void> = Promise.resolve();
+  private inFlight = 0;
+  /** Callers waiting for an output slot. */
+  private roomWaiters: Array<() => void> = [];
+  /** Outputs' final part (done, close, commit), in order; waits for the detector when `timelineHandled` is given. */
+  private finishTail: Promise<void> = Promise.resolve();
+  private finishing = 0;
+  /** Resolves `shutdownGraceMs` after shutdown began: finishes still waiting for the detector are abandoned then. */
+  private giveUp: Promise<'give-up'> = new Promise(() => undefined);
+  private readonly retryLog: RateLimitedLog;
 
   constructor(private readonly deps: CorrelatorStageDeps) {
     this.correlator = new Correlator(deps.cfg);
     this.log = deps.log.child({ component: 'correlator' });
+    this.maxInFlight = Math.max(1, deps.maxInFlight ?? 4);
+    this.retryLog = new RateLimitedLog(this.log, 'storing or publishing correlator output failed; retrying');
     const m = deps.metrics;
     m.gauge('runtrail_correlator_pending_events', 'Unresolved events waiting for a binding').collect(() => this.correlator.pendingCount);
     m.gauge('runtrail_correlator_open_tasks', 'Open tasks tracked').collect(() => this.correlator.openTaskCount);
@@ -72,7 +113,7 @@ export class CorrelatorStage {
       onBatch: (batch) =>
         this.mutex.run(async () => {
           const out = this.correlator.loadBindings(batch.messages.map((m) => m.value));
-          await this.flush(out);
+          await this.enqueue(out);
         }),
     });
     this.sub = await bus.subscribe({
@@ -82,6 +123,7 @@ export class CorrelatorStage {
       onBatch: (batch) => this.mutex.run(() => this.handleBatch(batch)),
       onRevoke: (parts) =>
         this.mutex.run(async () => {
+          await this.idle();
           await this.commit();
           for (const p of parts) this.tracker.forget(p.topic, p.partition);
         }),
@@ -107,8 +149,8 @@ export class CorrelatorStage {
       batch.messages.map((m) => ({ event: m.value, position: { topic: m.topic, partition: m.partition, offset: m.offset } })),
       this.deps.wallClock === false ? 0 : Date.now(),
     );
-    await this.flush(out);
-    await this.commit();
+    // Dead letters were marked done above: commit them with this output even when it is empty.
+    await this.enqueue(out, batch.undecodable.length > 0);
   }
 
   /** Poison messages: stored and published as dead letters, then the partition moves on. */
@@ -131,28 +173,107 @@ export class CorrelatorStage {
     this.log.warn({ count: bad.length, first: bad[0]?.reason }, 'poison messages dead-lettered');
   }
 
-  /** Stores and publishes what the correlator produced, then marks its inputs done. */
-  private async flush(out: CorrelatorOutput): Promise<void> {
-    const { store, bus, metrics } = this.deps;
-    if (out.events.length > 0 || out.bindings.length > 0) {
-      await Promise.all([
-        out.events.length > 0 ? store.insertEvents(out.events) : undefined,
-        out.bindings.length > 0 ? store.insertBindings(out.bindings) : undefined,
-      ]);
-      const stored = Date.now();
-      const lat = metrics.histogram('runtrail_arrival_to_stored_seconds', 'Collector arrival to stored, seconds', [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]);
-      for (const e of out.events) lat.observe((stored - e.ingested_at) / 1000);
-      if (out.events.length > 0) {
-        // Re-keyed by task so every event of a task lands on one partition downstream.
-        await bus.publish(TOPIC.timeline, out.events.map((e) => ({ key: e.task_id || e.event_id, value: e })));
+  /**
+   * Hands one output to the pipeline: its inserts start now, its ordered step is chained after the
+   * previous output's. Resolves once there is room for another output in flight.
+   */
+  private async enqueue(out: CorrelatorOutput, commitEvenIfEmpty = false): Promise<void> {
+    if (!commitEvenIfEmpty && out.events.length === 0 && out.bindings.length === 0 && out.done.length === 0 && out.closedTasks.length === 0) return;
+    const { store } = this.deps;
+    const stored = Promise.all([
+      out.events.length > 0 ? this.retrying('store events', () => store.insertEvents(out.events)) : undefined,
+      out.bindings.length > 0 ? this.retrying('store bindings', () => store.insertBindings(out.bindings)) : undefined,
+    ]);
+    const prev = this.tail;
+    this.inFlight++;
+    this.tail = (async () => {
+      try {
+        await stored;
+        this.observeStored(out);
+        await prev;
+        await this.downstream(out);
+      } catch (err) {
+        // Only when stopping: the inputs stay uncommitted and are redelivered on the next start.
+        this.log.warn({ err: errorMessage(err), events: out.events.length }, 'correlator output abandoned at shutdown');
+      } finally {
+        this.inFlight--;
+        this.roomWaiters.shift()?.();
       }
-      if (out.bindings.length > 0) {
-        await bus.publish(TOPIC.bindings, out.bindings.map((b) => ({ key: b.credential_id, value: b })));
-      }
+    })();
+    while (this.inFlight >= this.maxInFlight) await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
+  }
+
+  private observeStored(out: CorrelatorOutput): void {
+    if (out.events.length === 0) return;
+    const stored = Date.now();
+    const lat = this.deps.metrics.histogram('runtrail_arrival_to_stored_seconds', 'Collector arrival to stored, seconds', [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]);
+    for (const e of out.events) lat.observe((stored - e.ingested_at) / 1000);
+  }
+
+  /** The ordered step of one output, after its inserts: publish, mark its inputs done, close tasks, commit. */
+  private async downstream(out: CorrelatorOutput): Promise<void> {
+    const { bus, metrics } = this.deps;
+    if (out.events.length > 0) {
+      // Re-keyed by task so every event of a task lands on one partition downstream.
+      const messages = out.events.map((e) => ({ key: e.task_id || e.event_id, value: e }));
+      await this.retrying('publish timeline', () => bus.publish(TOPIC.timeline, messages));
       metrics.counter('runtrail_events_out_total', 'Events produced, by stage').inc({ stage: 'correlator' }, out.events.length);
     }
+    if (out.bindings.length > 0) {
+      const messages = out.bindings.map((b) => ({ key: b.credential_id, value: b }));
+      await this.retrying('publish bindings', () => bus.publish(TOPIC.bindings, messages));
+    }
+    const handled = out.events.length > 0 ? this.deps.timelineHandled?.() : undefined;
+    const prev = this.finishTail;
+    this.finishing++;
+    this.finishTail = (async () => {
+      try {
+        await prev;
+        if (handled && (await Promise.race([handled, this.giveUp])) === 'give-up') {
+          // Shutting down and the detector did not get to these: left uncommitted, redelivered on restart.
+          this.log.warn({ events: out.events.length }, 'detector did not handle correlator output before shutdown; inputs left uncommitted');
+          return;
+        }
+        await this.finish(out);
+      } finally {
+        this.finishing--;
+      }
+    })();
+  }
+
+  /** Marks an output's inputs done, reports its closed tasks, and commits what is now contiguous. */
+  private async finish(out: CorrelatorOutput): Promise<void> {
     for (const p of out.done) this.tracker.done(p.topic as TopicId, p.partition, p.offset);
-    if (out.closedTasks.length > 0 && this.deps.onTasksClosed) await this.deps.onTasksClosed(out.closedTasks);
+    if (out.closedTasks.length > 0 && this.deps.onTasksClosed) {
+      try {
+        await this.deps.onTasksClosed(out.closedTasks);
+      } catch (err) {
+        this.log.error({ err: errorMessage(err), tasks: out.closedTasks.length }, 'close-time evaluation failed');
+      }
+    }
+    try {
+      await this.commit();
+    } catch (err) {
+      // Harmless: the offsets are still marked done, the next output's commit carries them.
+      this.log.warn({ err: errorMessage(err) }, 'offset commit failed; the next commit will carry it');
+    }
+  }
+
+  /**
+   * Runs an insert or publish until it succeeds, with exponential backoff, like the bus redelivering
+   * a failed batch. Gives up (rejects) only once the stage is stopping.
+   */
+  private async retrying(what: string, fn: () => Promise<void>): Promise<void> {
+    const base = this.deps.retryBaseMs ?? 200;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (this.stopped) throw err;
+        this.retryLog.hit({ what, attempt, code: errorCode(err), err: errorMessage(err) });
+        await sleep(Math.min(5_000, base * 2 ** Math.min(attempt - 1, 10)));
+      }
+    }
   }
 
   private async commit(): Promise<void> {
@@ -160,12 +281,21 @@ export class CorrelatorStage {
     if (offsets.length > 0 && this.sub) await this.sub.commit(offsets);
   }
 
+  /** Waits until every output handed to the pipeline has been stored, published and committed. */
+  async idle(): Promise<void> {
+    while (this.inFlight > 0 || this.finishing > 0) await Promise.all([this.tail, this.finishTail]);
+  }
+
+  /** Outputs in the pipeline (not yet stored, published, handled downstream and committed). */
+  get inFlightOutputs(): number {
+    return this.inFlight + this.finishing;
+  }
+
   /** Expires waiting events and idle tasks. */
   async tick(flushAll = false): Promise<void> {
     await this.mutex.run(async () => {
       const out = this.correlator.tick(this.deps.wallClock === false ? 0 : Date.now(), flushAll);
-      await this.flush(out);
-      await this.commit();
+      await this.enqueue(out);
     });
   }
 
@@ -187,7 +317,16 @@ export class CorrelatorStage {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    const grace = this.deps.shutdownGraceMs ?? 10_000;
+    this.giveUp = new Promise((resolve) => setTimeout(() => resolve('give-up'), grace).unref());
+    // onRevoke (in the subscription's shutdown) lets the outputs in flight finish (failing ones are
+    // abandoned now that `stopped` is set) and commits what they completed.
     await this.sub?.shutdown();
     await this.bindingsSub?.shutdown();
+    await this.idle();
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }

@@ -44,6 +44,8 @@ export interface TableCodec<T> {
   readonly format: InsertFormat;
   /** One line of the insert body in {@link format}, without the trailing newline. */
   encode(row: T): string;
+  /** Short dedup-token key of a row (see `BatchWriterOptions.tokenKey`); absent = hash the encoded body. */
+  tokenKey?(row: T): string;
 }
 
 // TabSeparated escaping, as ClickHouse itself writes it: backslash escapes for the characters
@@ -63,6 +65,24 @@ const TSV_SPECIAL_ALL = /[\\\t\n\r'\0]/g;
 /** A String field of a TabSeparated row. */
 export function tsvEscape(s: string): string {
   return TSV_SPECIAL.test(s) ? s.replace(TSV_SPECIAL_ALL, (c) => TSV_ESCAPES[c] as string) : s;
+}
+
+// A top-level String field needs no `'` escape (only array/tuple/map literals quote with it).
+const TSV_FIELD_SPECIAL = /[\\\t\n\r\0]/;
+
+/** A top-level String field of a TabSeparated row: escapes only what would end the field or the row. */
+function tsvField(s: string): string {
+  return TSV_FIELD_SPECIAL.test(s) ? s.replace(TSV_SPECIAL_ALL, (c) => (c === "'" ? c : (TSV_ESCAPES[c] as string))) : s;
+}
+
+/**
+ * JSON as a top-level String field. JSON.stringify never writes a raw tab, newline, carriage
+ * return or NUL (it escapes them with a backslash), so doubling backslashes is all the escaping
+ * needed, and a plain string replace is much cheaper than a per-match callback on these large
+ * values.
+ */
+function tsvJsonText(json: string): string {
+  return json.includes('\\') ? json.replaceAll('\\', '\\\\') : json;
 }
 
 /** A string inside a TabSeparated array/tuple/map literal. */
@@ -172,69 +192,52 @@ export const EVENT_COLUMNS = [
   'late',
 ] as const;
 
-const tsvOpt = (v: string | undefined): string => (v === undefined ? '' : tsvEscape(v));
-const tsvJson = (v: object | undefined): string => (v === undefined ? '' : tsvEscape(JSON.stringify(v)));
-const tsvNullableString = (v: string | undefined): string => (v === undefined ? TSV_NULL : tsvEscape(v));
+const tsvOpt = (v: string | undefined): string => (v === undefined ? '' : tsvField(v));
+const tsvJson = (v: object | undefined): string => (v === undefined ? '' : tsvJsonText(JSON.stringify(v)));
+const tsvNullableString = (v: string | undefined): string => (v === undefined ? TSV_NULL : tsvField(v));
 const tsvNullableNumber = (v: number | undefined): string => (v === undefined ? TSV_NULL : String(v));
+
+function tsvResources(rs: TimelineEvent['resources']): string {
+  if (rs.length === 0) return '[]';
+  let out = '[';
+  for (let i = 0; i < rs.length; i++) {
+    const r = rs[i] as TimelineEvent['resources'][number];
+    out += `${i > 0 ? ',' : ''}(${tsvQuote(r.type ?? '')},${tsvQuote(r.id)},${tsvQuote(r.account ?? '')})`;
+  }
+  return `${out}]`;
+}
 
 /** Codec for the `events` table (TabSeparated, the fastest format to parse; see module comment). */
 export const EVENTS_CODEC: TableCodec<TimelineEvent> = {
   table: TABLE.events,
   columns: EVENT_COLUMNS,
   format: 'TabSeparated',
+  // One concatenation in column order. The enum columns (source, type, format, attribution,
+  // outcome, sensitivity) hold validated enum values, which need no escaping.
   encode(e) {
     const t = e.tool;
     const m = e.model;
     const end = nullableMicros('end_time', e.end_time);
-    return [
-      tsvEscape(e.task_id),
-      timeToMicros('time', e.time),
-      end === null ? TSV_NULL : end,
-      tsvEscape(e.event_id),
-      tsvEscape(e.source),
-      tsvEscape(e.type),
-      tsvEscape(e.format),
-      tsvEscape(e.attribution),
-      tsvEscape(e.outcome),
-      tsvEscape(e.sensitivity),
-      tsvOpt(e.agent_id),
-      tsvOpt(e.agent_name),
-      tsvOpt(e.workload_id),
-      tsvOpt(e.credential_id),
-      tsvOpt(e.trace_id),
-      tsvOpt(e.span_id),
-      tsvOpt(e.parent_span_id),
-      tsvOpt(e.request_id),
-      tsvOpt(e.session_id),
-      tsvOpt(e.principal),
-      tsvOpt(e.action),
-      `[${e.resources.map((r) => `(${tsvQuote(r.type ?? '')},${tsvQuote(r.id)},${tsvQuote(r.account ?? '')})`).join(',')}]`,
-      `[${e.data_classes.map(tsvQuote).join(',')}]`,
-      tsvOpt(e.src_ip),
-      tsvOpt(e.host),
-      tsvOpt(e.user_agent),
-      tsvOpt(t?.name),
-      tsvOpt(t?.call_id),
-      tsvNullableString(t?.arguments),
-      tsvNullableString(t?.result),
-      tsvOpt(t?.error),
-      tsvOpt(t?.server),
-      tsvJson(t?.annotations),
-      tsvOpt(m?.name),
-      tsvOpt(m?.provider),
-      tsvNullableNumber(m?.input_tokens),
-      tsvNullableNumber(m?.output_tokens),
-      tsvJson(e.messages),
-      tsvJson(e.credential),
-      tsvJson(e.process),
-      tsvJson(e.network),
-      tsvJson(e.delegation),
-      tsvEscape(JSON.stringify(e.attributes)),
-      tsvEscape(e.join_key),
-      tsvEscape(e.unattributed_reason),
-      timeToMicros('ingested_at', e.ingested_at),
-      e.late ? 'true' : 'false',
-    ].join('\t');
+    return (
+      `${tsvField(e.task_id)}\t${timeToMicros('time', e.time)}\t${end === null ? TSV_NULL : end}\t${tsvField(e.event_id)}\t` +
+      `${e.source}\t${e.type}\t${e.format}\t${e.attribution}\t${e.outcome}\t${e.sensitivity}\t` +
+      `${tsvOpt(e.agent_id)}\t${tsvOpt(e.agent_name)}\t${tsvOpt(e.workload_id)}\t${tsvOpt(e.credential_id)}\t` +
+      `${tsvOpt(e.trace_id)}\t${tsvOpt(e.span_id)}\t${tsvOpt(e.parent_span_id)}\t${tsvOpt(e.request_id)}\t` +
+      `${tsvOpt(e.session_id)}\t${tsvOpt(e.principal)}\t${tsvOpt(e.action)}\t` +
+      `${tsvResources(e.resources)}\t${e.data_classes.length === 0 ? '[]' : `[${e.data_classes.map(tsvQuote).join(',')}]`}\t` +
+      `${tsvOpt(e.src_ip)}\t${tsvOpt(e.host)}\t${tsvOpt(e.user_agent)}\t` +
+      `${tsvOpt(t?.name)}\t${tsvOpt(t?.call_id)}\t${tsvNullableString(t?.arguments)}\t${tsvNullableString(t?.result)}\t` +
+      `${tsvOpt(t?.error)}\t${tsvOpt(t?.server)}\t${tsvJson(t?.annotations)}\t` +
+      `${tsvOpt(m?.name)}\t${tsvOpt(m?.provider)}\t${tsvNullableNumber(m?.input_tokens)}\t${tsvNullableNumber(m?.output_tokens)}\t` +
+      `${tsvJson(e.messages)}\t${tsvJson(e.credential)}\t${tsvJson(e.process)}\t${tsvJson(e.network)}\t${tsvJson(e.delegation)}\t` +
+      `${tsvJsonText(JSON.stringify(e.attributes))}\t${tsvField(e.join_key)}\t${tsvField(e.unattributed_reason)}\t` +
+      `${timeToMicros('ingested_at', e.ingested_at)}\t${e.late ? 'true' : 'false'}`
+    );
+  },
+  // The source record's content is fixed by its event id (ids derive from the record); what can
+  // differ between two deliveries is the arrival stamp and what the correlator made of it.
+  tokenKey(e) {
+    return `${e.event_id}\t${e.ingested_at}\t${e.task_id}\t${e.attribution}\t${e.join_key}\t${e.late ? 1 : 0}\t${e.unattributed_reason}`;
   },
 };
 

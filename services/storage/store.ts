@@ -202,7 +202,13 @@ export class ClickHouseStore implements Store {
       maxPendingRows: this.cfg.maxPendingRows,
       attempts: this.cfg.insertAttempts,
       concurrency,
+      // The low-volume tables go out as soon as their writer is idle: their callers (the detector
+      // storing a batch's findings, the correlator its bindings) wait for the insert before they
+      // commit, and holding a handful of rows for batchMaxDelayMs stalled them on every batch.
+      // Rows arriving while an insert runs still gather into the next one.
+      eagerRows: codec.table === TABLE.events ? undefined : 1,
       encode: (row) => codec.encode(row),
+      tokenKey: codec.tokenKey ? (row) => (codec.tokenKey as (r: T) => string)(row) : undefined,
       log: this.log,
       metrics: this.metrics,
       write: async (body, _rows, token) => {

@@ -160,6 +160,10 @@ export class LocalBus implements Bus {
   private flushScheduled = false;
   /** Set when a log write or fsync failed: the log is stopped. */
   private failed: Error | undefined;
+  /** Topics kept in memory only, even with a log directory (see {@link keepInMemoryOnly}). */
+  private readonly volatile = new Set<TopicId>();
+  /** Callers of {@link whenCommitted}, by group and topic. */
+  private readonly commitWaiters = new Map<string, Array<{ offset: number; resolve: () => void }>>();
   private started = false;
   private closed = false;
 
@@ -202,10 +206,48 @@ export class LocalBus implements Bus {
   private setCommitted(group: string, topic: TopicId, offset: number): void {
     let g = this.committed.get(group);
     if (!g) this.committed.set(group, (g = new Map()));
-    g.set(topic, Math.max(offset, g.get(topic) ?? 0));
+    const now = Math.max(offset, g.get(topic) ?? 0);
+    g.set(topic, now);
     let set = this.groupsByTopic.get(topic);
     if (!set) this.groupsByTopic.set(topic, (set = new Set()));
     set.add(group);
+    const key = `${group}\u0000${topic}`;
+    const waiters = this.commitWaiters.get(key);
+    if (waiters) {
+      const still = waiters.filter((w) => w.offset > now);
+      for (const w of waiters) if (w.offset <= now) w.resolve();
+      if (still.length > 0) this.commitWaiters.set(key, still);
+      else this.commitWaiters.delete(key);
+    }
+  }
+
+  /**
+   * Keeps a topic in memory only, even when the bus has a log directory: publishes to it resolve at
+   * once and a restart starts it empty, at the highest offset any group had committed on it (so
+   * committed offsets stay valid). Sound only for a topic derived from another one whose commits
+   * wait for this topic's consumers (see {@link whenCommitted}): then a crash loses nothing that
+   * is not redelivered upstream. Must be called before {@link start}.
+   */
+  keepInMemoryOnly(topic: TopicId): void {
+    if (this.started) throw new Error(`keepInMemoryOnly(${topic}) must be called before start()`);
+    this.volatile.add(topic);
+  }
+
+  /** Offset just past the last message published on a topic so far (durable or on its way). */
+  endOffset(topic: TopicId): number {
+    const t = this.topics.get(topic) as TopicLog;
+    return t.end + t.unsynced;
+  }
+
+  /** Resolves once `group` has committed `topic` up to `offset` (the next offset to read). */
+  whenCommitted(group: string, topic: TopicId, offset: number): Promise<void> {
+    if ((this.committed.get(group)?.get(topic) ?? 0) >= offset) return Promise.resolve();
+    return new Promise((resolve) => {
+      const key = `${group}\u0000${topic}`;
+      let list = this.commitWaiters.get(key);
+      if (!list) this.commitWaiters.set(key, (list = []));
+      list.push({ offset, resolve });
+    });
   }
 
   /** Lowest offset any registered group still needs on this topic (end when none registered). */
@@ -259,6 +301,12 @@ export class LocalBus implements Bus {
       t.end = base + lines.length;
     }
     if (t.size === 0) t.base = t.end;
+    if (this.volatile.has(t.topic) && t.segments.length === 0) {
+      // Nothing of it survived the last run: continue its offsets past every group's commit.
+      let max = 0;
+      for (const g of this.groupsByTopic.get(t.topic) ?? []) max = Math.max(max, this.committed.get(g)?.get(t.topic) ?? 0);
+      t.base = t.end = max;
+    }
     if (t.segments.length > 0) this.opts.log.info({ topic: t.topic, from: t.base, to: t.end }, 'bus topic recovered');
   }
 
@@ -281,6 +329,19 @@ export class LocalBus implements Bus {
   }
 
   publish<T extends TopicId>(topic: T, messages: readonly OutgoingMessage<T>[]): Promise<void> {
+    return this.append(topic, messages, undefined);
+  }
+
+  /**
+   * Like {@link publish}, for messages already serialized as this bus's log lines
+   * (`JSON.stringify([key, value])` + newline each, in order): a collector's parse worker does that
+   * off the main thread. `lines` must hold exactly `messages`.
+   */
+  publishSerialized<T extends TopicId>(topic: T, messages: readonly OutgoingMessage<T>[], lines: string): Promise<void> {
+    return this.append(topic, messages, lines);
+  }
+
+  private append<T extends TopicId>(topic: T, messages: readonly OutgoingMessage<T>[], lines: string | undefined): Promise<void> {
     if (this.closed) return Promise.reject(new BackpressureError('bus is shutting down', 1));
     if (this.failed) return Promise.reject(new StorageError(`bus write-ahead log failed earlier: ${this.failed.message}`, { retriable: false, cause: this.failed }));
     if (messages.length === 0) return Promise.resolve();
@@ -293,13 +354,13 @@ export class LocalBus implements Bus {
         new BackpressureError(`bus topic ${topic} has ${backlog} unconsumed messages (bus.maxBacklog ${this.opts.maxBacklog}); retry shortly`, 1),
       );
     }
-    if (!this.opts.dir) {
+    if (!this.opts.dir || this.volatile.has(topic)) {
       this.makeVisible(t, messages);
       return Promise.resolve();
     }
     // Serialized now, once: the log holds the value as it was when published.
-    let text = '';
-    for (const m of messages) text += `${JSON.stringify([m.key, m.value])}\n`;
+    let text = lines ?? '';
+    if (lines === undefined) for (const m of messages) text += `${JSON.stringify([m.key, m.value])}\n`;
     t.unsynced += messages.length;
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ t, text, messages, resolve, reject });
@@ -326,7 +387,11 @@ export class LocalBus implements Bus {
     this.flushScheduled = true;
     queueMicrotask(() => {
       this.flushScheduled = false;
-      if (!this.flushing) this.flushing = this.flushLoop().finally(() => (this.flushing = undefined));
+      this.flushing = this.flushLoop().finally(() => {
+        this.flushing = undefined;
+        // A publish queued after the loop's last check, while `flushing` was still set.
+        if (this.queue.length > 0) this.scheduleFlush();
+      });
     });
   }
 

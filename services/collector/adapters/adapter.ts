@@ -1,4 +1,14 @@
-import { CanonicalEventSchema, type CanonicalEvent, type CanonicalEventInput, type IngestFormat } from '../../../shared/event.ts';
+import {
+  CanonicalEventSchema,
+  CREDENTIAL_KINDS,
+  EVENT_SOURCES,
+  EVENT_TYPES,
+  INGEST_FORMATS,
+  SENSITIVITY_LEVELS,
+  type CanonicalEvent,
+  type CanonicalEventInput,
+  type IngestFormat,
+} from '../../../shared/event.ts';
 import { BodyError, RecordError } from '../../../shared/errors.ts';
 
 /**
@@ -113,16 +123,185 @@ export function frameJsonRecords(body: Buffer, wrapperKeys: readonly string[] = 
 }
 
 /**
- * Validates adapter output against the canonical schema. Used by every adapter, so a mapping bug
- * becomes a clear rejection naming the field rather than a bad row downstream.
+ * How {@link finalizeEvent} checks adapter output (`collector.eventValidation`):
+ * - `full`: the canonical zod schema on every event. The default of this module, so adapter tests
+ *   catch a mapping bug with zod's own message.
+ * - `structural`: {@link checkCanonicalEvent}, a hand-written check of the same constraints (types,
+ *   enums, ids, finite times and counts, nested objects) without zod's generic machinery; several
+ *   times cheaper. What the pipeline runs with by default.
+ */
+export type EventValidation = 'full' | 'structural';
+
+let validation: EventValidation = 'full';
+
+/** Sets how adapter output is validated in this process (the pipeline sets it from its config). */
+export function setEventValidation(mode: EventValidation): void {
+  validation = mode;
+}
+
+/** The current {@link EventValidation} mode. */
+export function eventValidation(): EventValidation {
+  return validation;
+}
+
+/**
+ * Validates adapter output against the canonical schema and applies its defaults. Used by every
+ * adapter, so a mapping bug becomes a clear rejection naming the field rather than a bad row
+ * downstream (or a batch ClickHouse refuses). See {@link EventValidation} for the two modes.
  */
 export function finalizeEvent(input: CanonicalEventInput): CanonicalEvent {
+  if (validation === 'structural') return checkCanonicalEvent(input);
   const res = CanonicalEventSchema.safeParse(input);
   if (!res.success) {
     const issue = res.error.issues[0];
     throw new RecordError(issue?.path.join('.') ?? '', issue?.message ?? 'invalid event');
   }
   return res.data;
+}
+
+const SOURCES: ReadonlySet<unknown> = new Set(EVENT_SOURCES);
+const TYPES: ReadonlySet<unknown> = new Set(EVENT_TYPES);
+const FORMATS: ReadonlySet<unknown> = new Set(INGEST_FORMATS);
+const OUTCOMES: ReadonlySet<unknown> = new Set(['success', 'failure', 'unknown']);
+const SENSITIVITIES: ReadonlySet<unknown> = new Set(SENSITIVITY_LEVELS);
+const KINDS: ReadonlySet<unknown> = new Set(CREDENTIAL_KINDS);
+const DIRECTIONS: ReadonlySet<unknown> = new Set(['inbound', 'outbound', 'unknown']);
+const EVENT_ID = /^[0-9a-f]{32}$/;
+
+/** Optional non-empty strings at the top level of a canonical event. */
+const OPTIONAL_STRINGS = [
+  'task_id',
+  'agent_id',
+  'agent_name',
+  'workload_id',
+  'credential_id',
+  'trace_id',
+  'span_id',
+  'parent_span_id',
+  'request_id',
+  'session_id',
+  'principal',
+  'action',
+  'src_ip',
+  'host',
+  'user_agent',
+] as const;
+
+function fail(field: string, reason: string): never {
+  throw new RecordError(field, reason);
+}
+
+function optStr(o: Record<string, unknown>, key: string, path: string): void {
+  const v = o[key];
+  if (v !== undefined && (typeof v !== 'string' || v === '')) fail(`${path}${key}`, `expected a non-empty string, got ${typeName(v)}`);
+}
+
+function optText(o: Record<string, unknown>, key: string, path: string): void {
+  const v = o[key];
+  if (v !== undefined && typeof v !== 'string') fail(`${path}${key}`, `expected a string, got ${typeName(v)}`);
+}
+
+function optInt(o: Record<string, unknown>, key: string, path: string, min: number, max: number): void {
+  const v = o[key];
+  if (v !== undefined && !(typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max)) fail(`${path}${key}`, `expected an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+}
+
+function time(v: unknown, field: string, optional: boolean): void {
+  if (v === undefined && optional) return;
+  if (!(typeof v === 'number' && Number.isFinite(v) && v >= 0)) fail(field, `expected finite non-negative epoch milliseconds, got ${JSON.stringify(v)}`);
+}
+
+function nested(v: unknown, field: string): Record<string, unknown> | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(field, `expected an object, got ${typeName(v)}`);
+  return v as Record<string, unknown>;
+}
+
+function record(v: unknown, field: string, valueType: 'string' | 'boolean'): void {
+  const o = nested(v, field);
+  if (!o) return;
+  for (const k in o) if (typeof o[k] !== valueType) fail(`${field}.${k}`, `expected a ${valueType}, got ${typeName(o[k])}`);
+}
+
+/**
+ * The `structural` check: every constraint of `CanonicalEventSchema` (which stays the definition;
+ * a unit test holds the two to the same verdicts), written out by hand, with the schema's defaults
+ * applied in place. Adapters build fresh objects with typed literals, so there are no unknown keys
+ * to strip. Throws RecordError naming the first bad field.
+ */
+export function checkCanonicalEvent(input: CanonicalEventInput): CanonicalEvent {
+  const e = input as Record<string, unknown>;
+  if (typeof e.event_id !== 'string' || !EVENT_ID.test(e.event_id)) fail('event_id', 'expected 32 lowercase hex characters');
+  if (!SOURCES.has(e.source)) fail('source', `expected one of ${EVENT_SOURCES.join(', ')}`);
+  if (!TYPES.has(e.type)) fail('type', `expected one of ${EVENT_TYPES.join(', ')}`);
+  time(e.time, 'time', false);
+  time(e.end_time, 'end_time', true);
+  if (!FORMATS.has(e.format)) fail('format', `expected one of ${INGEST_FORMATS.join(', ')}`);
+  for (const k of OPTIONAL_STRINGS) optStr(e, k, '');
+  if (e.resources === undefined) e.resources = [];
+  else if (!Array.isArray(e.resources)) fail('resources', `expected an array, got ${typeName(e.resources)}`);
+  else {
+    for (let i = 0; i < e.resources.length; i++) {
+      const r = nested(e.resources[i], `resources.${i}`) ?? fail(`resources.${i}`, 'expected an object');
+      if (typeof r.id !== 'string' || r.id === '') fail(`resources.${i}.id`, `expected a non-empty string, got ${typeName(r.id)}`);
+      optStr(r, 'type', `resources.${i}.`);
+      optStr(r, 'account', `resources.${i}.`);
+    }
+  }
+  if (e.outcome === undefined) e.outcome = 'unknown';
+  else if (!OUTCOMES.has(e.outcome)) fail('outcome', 'expected success, failure or unknown');
+  if (e.sensitivity === undefined) e.sensitivity = 'unknown';
+  else if (!SENSITIVITIES.has(e.sensitivity)) fail('sensitivity', `expected one of ${SENSITIVITY_LEVELS.join(', ')}`);
+  if (e.data_classes === undefined) e.data_classes = [];
+  else if (!Array.isArray(e.data_classes)) fail('data_classes', `expected an array, got ${typeName(e.data_classes)}`);
+  else for (let i = 0; i < e.data_classes.length; i++) if (typeof e.data_classes[i] !== 'string' || e.data_classes[i] === '') fail(`data_classes.${i}`, 'expected a non-empty string');
+  const tool = nested(e.tool, 'tool');
+  if (tool) {
+    if (typeof tool.name !== 'string' || tool.name === '') fail('tool.name', `expected a non-empty string, got ${typeName(tool.name)}`);
+    optStr(tool, 'call_id', 'tool.');
+    optText(tool, 'arguments', 'tool.');
+    optText(tool, 'result', 'tool.');
+    optStr(tool, 'error', 'tool.');
+    optStr(tool, 'server', 'tool.');
+    record(tool.annotations, 'tool.annotations', 'boolean');
+  }
+  const model = nested(e.model, 'model');
+  if (model) {
+    optStr(model, 'name', 'model.');
+    optStr(model, 'provider', 'model.');
+    optInt(model, 'input_tokens', 'model.', 0, Number.MAX_SAFE_INTEGER);
+    optInt(model, 'output_tokens', 'model.', 0, Number.MAX_SAFE_INTEGER);
+  }
+  const messages = nested(e.messages, 'messages');
+  if (messages) for (const k of ['system', 'input', 'output']) optText(messages, k, 'messages.');
+  const cred = nested(e.credential, 'credential');
+  if (cred) {
+    if (typeof cred.id !== 'string' || cred.id === '') fail('credential.id', `expected a non-empty string, got ${typeName(cred.id)}`);
+    if (!KINDS.has(cred.kind)) fail('credential.kind', `expected one of ${CREDENTIAL_KINDS.join(', ')}`);
+    for (const k of ['parent_id', 'subject', 'session_name']) optStr(cred, k, 'credential.');
+    record(cred.tags, 'credential.tags', 'string');
+    if (cred.expires_at !== undefined && !(typeof cred.expires_at === 'number' && Number.isFinite(cred.expires_at))) fail('credential.expires_at', 'expected a finite number');
+  }
+  const proc = nested(e.process, 'process');
+  if (proc) {
+    optInt(proc, 'pid', 'process.', Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+    optText(proc, 'cmdline', 'process.');
+    for (const k of ['name', 'exe', 'parent', 'user', 'container_id']) optStr(proc, k, 'process.');
+  }
+  const net = nested(e.network, 'network');
+  if (net) {
+    optStr(net, 'dst_ip', 'network.');
+    optStr(net, 'protocol', 'network.');
+    optInt(net, 'dst_port', 'network.', 0, 65535);
+    optInt(net, 'src_port', 'network.', 0, 65535);
+    if (net.direction !== undefined && !DIRECTIONS.has(net.direction)) fail('network.direction', 'expected inbound, outbound or unknown');
+  }
+  const del = nested(e.delegation, 'delegation');
+  if (del) for (const k of ['to_agent_id', 'to_agent_name', 'to_task_id']) optStr(del, k, 'delegation.');
+  if (e.attributes === undefined) e.attributes = {};
+  else nested(e.attributes, 'attributes');
+  if (e.ingested_at !== undefined && !(typeof e.ingested_at === 'number' && Number.isFinite(e.ingested_at) && e.ingested_at >= 0)) fail('ingested_at', 'expected finite non-negative epoch milliseconds');
+  return e as CanonicalEvent;
 }
 
 /** Collects events and rejections while an adapter walks its records. */

@@ -1,0 +1,164 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Bus, PartitionOffset, SubscribeOptions, Subscription } from '../../shared/bus/bus.ts';
+import { LocalBus } from '../../shared/bus/local-bus.ts';
+import { CorrelatorConfigSchema } from '../../shared/config.ts';
+import { CanonicalEventSchema, type CanonicalEvent, type TimelineEvent } from '../../shared/event.ts';
+import { eventId } from '../../shared/ids.ts';
+import { silentLogger } from '../../shared/logger.ts';
+import { MetricsRegistry } from '../../shared/metrics.ts';
+import { SOURCE_TOPIC, TOPIC, type TopicId } from '../../shared/names.ts';
+import type { Store } from '../../services/storage/store.ts';
+import { CorrelatorStage } from '../../services/correlator/correlator-stage.ts';
+
+/**
+ * The pipelined correlator stage: outputs are stored while later batches are correlated, but an
+ * input offset is committed only after everything derived from it (and from every earlier input)
+ * is stored, published, and (with an in-memory timeline) handled by the detector.
+ */
+
+const T0 = Date.parse('2026-11-21T10:00:00Z');
+let seq = 0;
+function agentEvent(task: string): CanonicalEvent {
+  seq++;
+  return CanonicalEventSchema.parse({ event_id: eventId('pipelined', seq), source: 'agent', type: 'tool.call', time: T0 + seq, format: 'runtrail', task_id: task, tool: { name: 't' } });
+}
+
+/** A store whose event inserts complete only when the test says so. */
+class GatedStore {
+  readonly calls: Array<{ rows: readonly TimelineEvent[]; release: () => void }> = [];
+  readonly stored = new Set<string>();
+
+  insertEvents(rows: readonly TimelineEvent[]): Promise<void> {
+    return new Promise((resolve) => {
+      this.calls.push({
+        rows,
+        release: () => {
+          for (const r of rows) this.stored.add(r.event_id);
+          resolve();
+        },
+      });
+    });
+  }
+  async insertBindings(): Promise<void> {}
+  async insertDeadLetters(): Promise<void> {}
+  async loadBindings(): Promise<[]> {
+    return [];
+  }
+}
+
+/** The LocalBus, with every commit recorded along with what was stored at that moment. */
+function recordingBus(inner: LocalBus, store: GatedStore, commits: Array<{ offset: number; storedAtCommit: number }>): Bus {
+  return {
+    kind: inner.kind,
+    start: () => inner.start(),
+    ready: () => inner.ready(),
+    shutdown: () => inner.shutdown(),
+    publish: (topic, messages) => inner.publish(topic, messages),
+    async subscribe<T extends TopicId>(opts: SubscribeOptions<T>): Promise<Subscription> {
+      const sub = await inner.subscribe(opts);
+      return {
+        ...sub,
+        lag: () => sub.lag(),
+        shutdown: () => sub.shutdown(),
+        commit: async (offsets: readonly PartitionOffset[]) => {
+          for (const o of offsets) if (o.topic === SOURCE_TOPIC.agent) commits.push({ offset: Number(o.offset), storedAtCommit: store.stored.size });
+          await sub.commit(offsets);
+        },
+      };
+    },
+  };
+}
+
+async function until(cond: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 30));
+const stages: CorrelatorStage[] = [];
+afterEach(async () => {
+  for (const s of stages.splice(0)) await s.shutdown();
+});
+
+function setup(extra: { timelineHandled?: () => Promise<void> } = {}) {
+  const local = new LocalBus({ dir: null, fsync: false, maxBatch: 3, maxBacklog: 10_000, segmentBytes: 1 << 20, log: silentLogger() });
+  const store = new GatedStore();
+  const commits: Array<{ offset: number; storedAtCommit: number }> = [];
+  const bus = recordingBus(local, store, commits);
+  const stage = new CorrelatorStage({
+    bus,
+    store: store as unknown as Store,
+    cfg: CorrelatorConfigSchema.parse({}),
+    log: silentLogger(),
+    metrics: new MetricsRegistry(),
+    wallClock: false,
+    tickMs: 3_600_000,
+    maxInFlight: 4,
+    ...extra,
+  });
+  stages.push(stage);
+  return { local, store, commits, stage };
+}
+
+describe('CorrelatorStage pipelined commits', () => {
+  it('correlates the next batch while an insert is in flight, and commits only what is stored, in order', async () => {
+    const { local, store, commits, stage } = setup();
+    const timeline: string[] = [];
+    await local.start();
+    await local.subscribe({ topics: [TOPIC.timeline], onBatch: async (b) => void timeline.push(...b.messages.map((m) => m.value.event_id)) });
+    await stage.start();
+
+    const a = [agentEvent('ta'), agentEvent('ta'), agentEvent('ta')];
+    const b = [agentEvent('tb'), agentEvent('tb'), agentEvent('tb')];
+    await local.publish(SOURCE_TOPIC.agent, a.map((e) => ({ key: 'ta', value: { ...e, ingested_at: T0 } })));
+    await local.publish(SOURCE_TOPIC.agent, b.map((e) => ({ key: 'tb', value: { ...e, ingested_at: T0 } })));
+    // Both batches were correlated and their inserts started, though neither has finished.
+    await until(() => store.calls.length === 2);
+    expect(stage.inFlightOutputs).toBe(2);
+
+    // The later batch's insert finishes first: nothing may be committed or published yet.
+    store.calls[1]?.release();
+    await settle();
+    expect(commits).toEqual([]);
+    expect(timeline).toEqual([]);
+
+    store.calls[0]?.release();
+    await until(() => commits.some((c) => c.offset === 6));
+    await stage.idle();
+    // Outputs went downstream in correlation order.
+    expect(timeline).toEqual([...a, ...b].map((e) => e.event_id));
+    // Every commit covered only stored events.
+    for (const c of commits) expect(c.storedAtCommit).toBeGreaterThanOrEqual(c.offset);
+    expect(commits.map((c) => c.offset)).toEqual([...commits.map((c) => c.offset)].sort((x, y) => x - y));
+    expect(stage.inFlightOutputs).toBe(0);
+  });
+
+  it('with an in-memory timeline, commits only once the detector has handled what was published', async () => {
+    let handled: () => void = () => undefined;
+    const barrier = new Promise<void>((r) => (handled = r));
+    let asked = 0;
+    const { local, store, commits, stage } = setup({
+      timelineHandled: () => {
+        asked++;
+        return barrier;
+      },
+    });
+    await local.start();
+    await stage.start();
+    await local.publish(SOURCE_TOPIC.agent, [agentEvent('tc'), agentEvent('tc')].map((e) => ({ key: 'tc', value: { ...e, ingested_at: T0 } })));
+    await until(() => store.calls.length === 1);
+    store.calls[0]?.release();
+    await until(() => asked === 1);
+    await settle();
+    // Stored and published, but the detector has not got to it: still uncommitted.
+    expect(commits).toEqual([]);
+    expect(stage.inFlightOutputs).toBe(1);
+    handled();
+    await until(() => commits.some((c) => c.offset === 2));
+    await stage.idle();
+    expect(stage.inFlightOutputs).toBe(0);
+  });
+});
