@@ -31,6 +31,14 @@ export interface DetectorMeta {
 /** A task's timeline as the engine hands it to detectors (events in event-time order). */
 export interface TaskView {
   taskId: string;
+  /**
+   * The task's RECENT events, not its whole history: the engine keeps a bounded window per task
+   * (`engine.maxEventsPerTask`, default 16) under a global budget (`engine.maxEvents`) that drops
+   * the windows of the least recently active tasks, and kept copies are slim (no `messages`,
+   * `tool.result` or `attributes`; the event being evaluated is passed whole to `onEvent`). A
+   * detector that needs facts from a task's whole history must keep its own compact, bounded
+   * per-task state, updated in `onEvent`. See detectors/engine.ts.
+   */
   events: readonly TimelineEvent[];
 }
 

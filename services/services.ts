@@ -119,7 +119,7 @@ export async function startDetectorService(cfg: Readonly<Config>, log: Logger): 
   const store = await openStore(cfg, log, metrics);
   const bus = createBus(cfg, log, metrics, { durable: true });
   await bus.start();
-  const engine = createDetectorEngine(loadPolicy(cfg.policyFile), { maxTasks: Math.min(cfg.correlator.maxOpenTasks, 200_000), maxEventsPerTask: 2_000 });
+  const engine = createDetectorEngine(loadPolicy(cfg.policyFile), { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) });
   const stage = new DetectorStage({ bus, store, engine, log, metrics });
   await stage.start();
   return withHttp('detector', cfg, log, metrics, {

@@ -170,6 +170,12 @@ export interface BenchResult {
     /** (idle - baseline) / idle open tasks; null when no task was open. */
     rss_bytes_per_open_task: number | null;
     heap_bytes_per_open_task: number | null;
+    /**
+     * (idle heap - final heap) / idle open tasks: the heap the open tasks held, i.e. what closing
+     * them released. The figures above also count state that outlives tasks (bindings, join keys,
+     * detectors' per-credential and per-identity state, caches), which does not grow with open tasks.
+     */
+    heap_bytes_per_open_task_released: number | null;
     /** After the final drain closed every task, after a full GC. */
     final_rss_mb: number;
     final_heap_mb: number;
@@ -536,6 +542,7 @@ async function measure(
       idle_bus_retained: idle.bus,
       rss_bytes_per_open_task: perTask(idle.rss, base.rss),
       heap_bytes_per_open_task: perTask(idle.heap, base.heapUsed),
+      heap_bytes_per_open_task_released: perTask(idle.heap, fin.heapUsed),
       final_rss_mb: round(fin.rss / MB, 1),
       final_heap_mb: round(fin.heapUsed / MB, 1),
       peak_heap_mb: round(peaks.heap / MB, 1),
@@ -605,7 +612,13 @@ export function formatBenchTable(r: BenchResult): string {
         ? 'holds no messages'
         : `holds ${Object.entries(r.memory.idle_bus_retained).map(([t, v]) => `${t} ${n(v)}`).join(', ')} messages`,
     ],
-    ['after close', `RSS ${n(r.memory.final_rss_mb)} MiB, heap ${n(r.memory.final_heap_mb)} MiB`],
+    [
+      'after close',
+      `RSS ${n(r.memory.final_rss_mb)} MiB, heap ${n(r.memory.final_heap_mb)} MiB` +
+        (r.memory.heap_bytes_per_open_task_released === null
+          ? ''
+          : `; closing the open tasks released ${n(r.memory.heap_bytes_per_open_task_released)} B of heap per task`),
+    ],
     [
       'pending',
       `peak ${n(r.pipeline.peak_pending)} unresolved; peak ingest lag ${n(r.pipeline.peak_ingest_lag)}; ` +

@@ -1,3 +1,4 @@
+import { runKafkaBench, formatKafkaBenchTable } from '../bench/kafka-bench.ts';
 import { createRootLogger } from '../../shared/logger.ts';
 import { BenchSetupError, formatBenchTable, runBench } from '../bench/bench.ts';
 import { MIN_EVENTS_PER_TASK } from '../bench/generator.ts';
@@ -63,8 +64,13 @@ dataDir are ignored, so a benchmark never writes into real data). Logs at warn u
 The memory scenario (--tasks 100000) currently needs more than Node's default 4 GiB heap:
 run it with NODE_OPTIONS=--max-old-space-size=16384.
 
+Kafka mode (--kafka): parses and publishes the same traffic to fresh topics on the broker named
+by KAFKA_BROKERS (acks from all in-sync replicas) and measures events/s through ONE correlator
+instance to storage, and the end-to-end lag; --partitions N sets partitions per topic (default 6).
+
 Examples:
   runtrail bench
+  npm run kafka:start && KAFKA_BROKERS=127.0.0.1:19092 runtrail bench --kafka --events 200000
   NODE_OPTIONS=--max-old-space-size=16384 runtrail bench --tasks 100000
   runtrail bench --mode replay --events 500000 --seed 7 | tail -n 1 | jq .events_per_s`,
   options: {
@@ -79,6 +85,8 @@ Examples:
     keep: { type: 'boolean' },
     'cpu-prof': { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
+    kafka: { type: 'boolean' },
+    partitions: { type: 'string' },
   },
   allowPositionals: false,
   async run(args, io) {
@@ -103,6 +111,23 @@ Examples:
     const cfg = configFromArgs(args);
     const log = createRootLogger(str(args, 'log-level') ?? 'warn');
     const quiet = args.values.quiet === true;
+    if (args.values.kafka === true) {
+      // Distributed path: real broker, one correlator instance (see services/bench/kafka-bench.ts).
+      const result = await runKafkaBench({
+        cfg,
+        log,
+        events,
+        openTasks: tasks,
+        eventsPerTask,
+        seed,
+        partitions: intIn(args, 'partitions', 1, 1000, 6),
+        onProgress: quiet ? undefined : (line) => io.err(`bench: ${line}\n`),
+      });
+      io.out(`${formatKafkaBenchTable(result)}\n`);
+      io.out(`${JSON.stringify(result)}\n`);
+      log.flush();
+      return 0;
+    }
     const n = (v: number) => Math.round(v).toLocaleString('en-US');
     try {
       const result = await runBench({

@@ -43,6 +43,9 @@ export interface KafkaBusOptions {
   publishTimeoutMs?: number;
 }
 
+/** Upper bound of one produce request's payload, bytes (the broker's default limit is 1 MiB). */
+const MAX_REQUEST_BYTES = 512 * 1024;
+
 const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [logLevel.ERROR]: 'error',
   [logLevel.WARN]: 'warn',
@@ -132,13 +135,29 @@ export class KafkaBus implements Bus {
     if (!this.producer || this.closed) throw new KafkaUnavailableError('kafka producer is not connected');
     const timeout = this.opts.publishTimeoutMs ?? 10_000;
     let timer: NodeJS.Timeout | undefined;
+    // Requests stay well under the broker's default message.max.bytes (1 MiB per record batch):
+    // a large batch of events is sent as several produce requests, all awaited before resolving.
+    const producer = this.producer;
+    const chunks: Array<Array<{ key: string; value: string }>> = [];
+    let cur: Array<{ key: string; value: string }> = [];
+    let bytes = 0;
+    for (const m of messages) {
+      const value = JSON.stringify(m.value);
+      const size = value.length + m.key.length + 64;
+      if (cur.length > 0 && bytes + size > MAX_REQUEST_BYTES) {
+        chunks.push(cur);
+        cur = [];
+        bytes = 0;
+      }
+      cur.push({ key: m.key, value });
+      bytes += size;
+    }
+    if (cur.length > 0) chunks.push(cur);
     try {
       await Promise.race([
-        this.producer.send({
-          topic: this.topicName(topic),
-          acks: -1,
-          messages: messages.map((m) => ({ key: m.key, value: JSON.stringify(m.value) })),
-        }),
+        (async () => {
+          for (const c of chunks) await producer.send({ topic: this.topicName(topic), acks: -1, messages: c });
+        })(),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new KafkaUnavailableError(`kafka did not acknowledge within ${timeout} ms`)), timeout);
         }),
