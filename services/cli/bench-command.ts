@@ -6,7 +6,8 @@ import { COMMON_HELP, UsageError, configFromArgs, int, str, type Command, type P
 
 /**
  * Defaults sized so a run takes about 30-60 s (generation included) on a 2-core machine at the
- * pipeline's current speed (~8 000 events/s); raise `events` as the pipeline gets faster.
+ * pipeline's current speed (~11 000 events/s, see docs/performance.md); raise `events` as the
+ * pipeline gets faster.
  */
 const DEFAULTS = {
   events: 300_000,
