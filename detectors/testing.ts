@@ -1,7 +1,7 @@
 import { TimelineEventSchema, type TimelineEvent } from '../shared/event.ts';
 import { eventId } from '../shared/ids.ts';
 
-/** Input for {@link tev}: any timeline fields; sensible defaults for the rest. */
+/** Input for {@link tev}: whichever timeline fields a fixture needs; sensible defaults for the rest. */
 export type TimelineEventInput = Partial<Omit<TimelineEvent, 'time'>> & { time?: number | string; source: TimelineEvent['source']; type: TimelineEvent['type'] };
 
 let counter = 0;

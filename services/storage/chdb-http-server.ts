@@ -86,7 +86,7 @@ export interface ChdbHttpServerOptions {
   log?: Logger;
   /**
    * When set, every request except the health checks must carry exactly these credentials.
-   * Default: any credentials (or none) are accepted, as the user `default`.
+   * Default: all credentials (or none) are accepted, as the user `default`.
    */
   auth?: { username: string; password: string };
   /**

@@ -271,7 +271,7 @@ function revokedCredential(ctx: EntryContext): Revocation | undefined {
 }
 
 /**
- * KV reads: any `read` on a kv/generic mount except KV v2 metadata and config, or — when the entry
+ * KV reads: every `read` on a kv/generic mount except KV v2 metadata and config, or — when the entry
  * lacks mount information (older Vault) — a read of a top-level KV v2 `data/` path or of `secret/`,
  * the default KV mount.
  */
