@@ -1,3 +1,4 @@
+import { deadLetterUndecodable } from '../dead-letters.ts';
 import type { Bus, DeadLetter, MessageBatch, Subscription, UndecodableMessage } from '../../shared/bus/bus.ts';
 import { errorCode, errorMessage } from '../../shared/errors.ts';
 import { RateLimitedLog, type Logger } from '../../shared/logger.ts';
@@ -155,21 +156,8 @@ export class CorrelatorStage {
 
   /** Poison messages: stored and published as dead letters, then the partition moves on. */
   private async deadLetter(bad: readonly UndecodableMessage[]): Promise<void> {
-    const rows: DeadLetter[] = bad.map((u) => ({
-      stage: 'correlator',
-      topic: u.topic,
-      partition: u.partition,
-      offset: u.offset,
-      key: u.key,
-      code: 'payload_invalid',
-      reason: u.reason,
-      payload: u.raw,
-      time: Date.now(),
-    }));
-    await this.deps.store.insertDeadLetters(rows);
-    await this.deps.bus.publish(TOPIC.deadLetter, rows.map((r) => ({ key: `${r.topic}/${r.partition}/${r.offset}`, value: r })));
+    await deadLetterUndecodable('correlator', bad, this.deps);
     for (const u of bad) this.tracker.done(u.topic, u.partition, u.offset);
-    this.deps.metrics.counter('runtrail_dead_letters_total', 'Messages dead-lettered, by stage and code').inc({ stage: 'correlator', code: 'payload_invalid' }, bad.length);
     this.log.warn({ count: bad.length, first: bad[0]?.reason }, 'poison messages dead-lettered');
   }
 

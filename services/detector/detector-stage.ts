@@ -1,3 +1,4 @@
+import { deadLetterUndecodable } from '../dead-letters.ts';
 import type { Bus, MessageBatch, Subscription } from '../../shared/bus/bus.ts';
 import type { Finding } from '../../shared/finding.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -43,22 +44,7 @@ export class DetectorStage {
   private async handle(batch: MessageBatch<typeof TOPIC.timeline>): Promise<void> {
     const { store, bus, engine, metrics } = this.deps;
     metrics.counter('runtrail_events_in_total', 'Events consumed, by stage and topic').inc({ stage: 'detector', topic: batch.topic }, batch.messages.length);
-    if (batch.undecodable.length > 0) {
-      const rows = batch.undecodable.map((u) => ({
-        stage: 'detector',
-        topic: u.topic,
-        partition: u.partition,
-        offset: u.offset,
-        key: u.key,
-        code: 'payload_invalid',
-        reason: u.reason,
-        payload: u.raw,
-        time: Date.now(),
-      }));
-      await store.insertDeadLetters(rows);
-      await bus.publish(TOPIC.deadLetter, rows.map((r) => ({ key: `${r.topic}/${r.partition}/${r.offset}`, value: r })));
-      metrics.counter('runtrail_dead_letters_total', 'Messages dead-lettered, by stage and code').inc({ stage: 'detector', code: 'payload_invalid' }, rows.length);
-    }
+    await deadLetterUndecodable('detector', batch.undecodable, { store, bus, metrics });
     const findings = engine.process(batch.messages.map((m) => m.value));
     await this.emit(findings);
     await this.sub?.commit([{ topic: batch.topic, partition: batch.partition, offset: batch.nextOffset }]);
