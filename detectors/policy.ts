@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { parse as parseYaml } from 'yaml';
 import { deepMerge } from '../shared/config.ts';
 import { RuntrailError } from '../shared/errors.ts';
+import { globToRegExp } from '../shared/glob.ts';
 import { CatalogConfigSchema, ToolCatalog } from './catalog/tool-catalog.ts';
 import type { Detector, DetectorInstance } from './detector.ts';
 import { DetectorEngine, type EngineOptions } from './engine.ts';
@@ -94,10 +95,6 @@ export function loadPolicy(file?: string): Policy {
     throw new PolicyError(`policy file ${file} is not valid YAML: ${(err as Error).message}`);
   }
   return parsePolicy(raw ?? {}, file);
-}
-
-function globToRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'i');
 }
 
 /**

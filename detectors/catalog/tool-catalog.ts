@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { ToolInfo } from '../../shared/event.ts';
+import { globToRegExp } from '../../shared/glob.ts';
 
 /**
  * The tool catalog: what a tool can do (capabilities) and whether its output is untrusted content
@@ -79,11 +80,6 @@ export function nameTokens(name: string): string[] {
     .toLowerCase()
     .split(/[^a-z0-9]+/)
     .filter(Boolean);
-}
-
-function globToRegExp(glob: string): RegExp {
-  const re = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
-  return new RegExp(`^${re}$`, 'i');
 }
 
 /** Parses tool arguments (usually a JSON string) into top-level argument names, best effort. */

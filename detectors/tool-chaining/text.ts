@@ -33,7 +33,5 @@ export function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-/** Compiles a tool-name glob (`*`, `?`), case-insensitive. */
-export function globToRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'i');
-}
+/** Tool-name globs compile like every other glob in the policy. */
+export { globToRegExp } from '../../shared/glob.ts';
