@@ -1,3 +1,4 @@
+import { sleep } from '../shared/sleep.ts';
 import type { Bus } from '../shared/bus/bus.ts';
 import { createBus } from '../shared/bus/create-bus.ts';
 import { LocalBus } from '../shared/bus/local-bus.ts';
@@ -126,8 +127,4 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
       return stopped;
     },
   };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

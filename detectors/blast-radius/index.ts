@@ -1,3 +1,4 @@
+import { matchesAnyGlob } from '../../shared/glob.ts';
 import { EVENT_TYPE, type TimelineEvent } from '../../shared/event.ts';
 import type { Finding, Severity } from '../../shared/finding.ts';
 import { contentHash } from '../../shared/ids.ts';
@@ -92,16 +93,6 @@ export interface ScoreBreakdown {
   parts: string[];
 }
 
-function globRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'i');
-}
-
-const globCache = new WeakMap<readonly string[], RegExp[]>();
-function matchesAny(globs: readonly string[], value: string): boolean {
-  let res = globCache.get(globs);
-  if (!res) globCache.set(globs, (res = globs.map(globRegExp)));
-  return res.some((r) => r.test(value));
-}
 
 type Rewrites = BlastRadiusConfig['identity']['identity_rewrites'];
 const rewriteCache = new WeakMap<Rewrites, Array<{ re: RegExp; replacement: string }>>();
@@ -204,7 +195,7 @@ export class BlastRadiusInstance implements DetectorInstance {
       }
       privileged =
         changes &&
-        ((e.action !== undefined && matchesAny(cfg.privileged_actions, e.action)) || e.resources.some((r) => matchesAny(cfg.privileged_resources, r.id) || (r.type !== undefined && matchesAny(cfg.privileged_resources, r.type))));
+        ((e.action !== undefined && matchesAnyGlob(cfg.privileged_actions, e.action)) || e.resources.some((r) => matchesAnyGlob(cfg.privileged_resources, r.id) || (r.type !== undefined && matchesAnyGlob(cfg.privileged_resources, r.type))));
     }
     if (!changes) return c;
     const action = e.action ?? (e.tool ? `tool:${e.tool.name}` : e.type);

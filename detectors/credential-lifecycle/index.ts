@@ -1,3 +1,4 @@
+import { matchesAnyGlob } from '../../shared/glob.ts';
 import { EVENT_TYPE, type TimelineEvent } from '../../shared/event.ts';
 import type { Finding, Severity } from '../../shared/finding.ts';
 import { BoundedMap } from '../../shared/lru.ts';
@@ -101,16 +102,6 @@ export interface CredentialLifecycleStats {
   prefixesEvicted: number;
 }
 
-function globRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'i');
-}
-
-const globCache = new WeakMap<readonly string[], RegExp[]>();
-function matchesAny(globs: readonly string[], value: string): boolean {
-  let res = globCache.get(globs);
-  if (!res) globCache.set(globs, (res = globs.map(globRegExp)));
-  return res.some((r) => r.test(value));
-}
 
 const regexCache = new WeakMap<readonly string[], RegExp[]>();
 function matchesRegex(patterns: readonly string[], value: string): boolean {
@@ -238,7 +229,7 @@ export class CredentialLifecycleInstance implements DetectorInstance {
     if (agent && cs.agents.size < MAX_USERS_PER_CREDENTIAL && !cs.agents.has(agent)) cs.agents.set(agent, e);
 
     const lc = cfg['long-lived-credential'];
-    if (!lc.enabled || c.expires_at === undefined || matchesAny(lc.ignore_credentials, c.id)) return;
+    if (!lc.enabled || c.expires_at === undefined || matchesAnyGlob(lc.ignore_credentials, c.id)) return;
     const lifetime = c.expires_at - e.time;
     if (lifetime <= lc.max_lifetime_ms) return;
     out.push(
@@ -415,7 +406,7 @@ export class CredentialLifecycleInstance implements DetectorInstance {
 
   private checkUnissued(cs: CredState, id: string, e: TimelineEvent, task: TaskView, agent: string, cfg: CredentialLifecycleConfig, out: Finding[]): void {
     const lc = cfg['long-lived-credential'];
-    if (!lc.enabled || cs.issue || matchesAny(lc.ignore_credentials, id)) return;
+    if (!lc.enabled || cs.issue || matchesAnyGlob(lc.ignore_credentials, id)) return;
     // A credential-joined event proves the pipeline saw (and bound) an issuance, even if this
     // detector did not (restart, eviction).
     if (e.attribution === 'credential' && e.join_key === id) return;
@@ -450,7 +441,7 @@ export class CredentialLifecycleInstance implements DetectorInstance {
 
   private checkShared(cs: CredState, id: string, e: TimelineEvent, agent: string, cfg: CredentialLifecycleConfig, out: Finding[]): void {
     const sc = cfg['shared-credential'];
-    if (!sc.enabled || (e.type === EVENT_TYPE.credentialIssued && !sc.count_minting) || matchesAny(sc.ignore_credentials, id)) return;
+    if (!sc.enabled || (e.type === EVENT_TYPE.credentialIssued && !sc.count_minting) || matchesAnyGlob(sc.ignore_credentials, id)) return;
     if (agent && !cs.agents.has(agent) && cs.agents.size < MAX_USERS_PER_CREDENTIAL) cs.agents.set(agent, e);
     const unit = sc.follow_delegations ? this.rootTask(e.task_id) : e.task_id;
     if (isRealTaskId(unit) && !cs.tasks.has(unit) && cs.tasks.size < MAX_USERS_PER_CREDENTIAL) cs.tasks.set(unit, e);

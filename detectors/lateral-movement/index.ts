@@ -1,3 +1,4 @@
+import { matchesAnyGlob } from '../../shared/glob.ts';
 import { EVENT_TYPE, type Attribution, type TimelineEvent } from '../../shared/event.ts';
 import { severityRank, type Finding, type Severity } from '../../shared/finding.ts';
 import { BoundedMap } from '../../shared/lru.ts';
@@ -136,17 +137,6 @@ const MAX_CREDENTIALS_PER_TASK = 64;
 /** Attribution kinds that tie an issuance to a task an agent stated. */
 const REAL_TASK_ATTRIBUTIONS: ReadonlySet<Attribution> = new Set(['direct', 'trace', 'request']);
 
-function globRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'i');
-}
-
-/** Compiles globs once per config object (configs are cached per agent by the resolver). */
-const globCache = new WeakMap<readonly string[], RegExp[]>();
-function matchesAny(globs: readonly string[], value: string): boolean {
-  let res = globCache.get(globs);
-  if (!res) globCache.set(globs, (res = globs.map(globRegExp)));
-  return res.some((r) => r.test(value));
-}
 
 const cidrCache = new WeakMap<readonly string[], Cidr[]>();
 function cidrs(list: readonly string[]): Cidr[] {
@@ -340,15 +330,15 @@ export class LateralMovementInstance implements DetectorInstance {
     if (e.event_id === issue.event.event_id) return;
     const oc = cfg['credential-off-origin'];
     // A service acting on the caller's behalf (or AWS's own network) is not the caller's origin.
-    if (e.principal && matchesAny(oc.allowed_actors, e.principal)) return;
+    if (e.principal && matchesAnyGlob(oc.allowed_actors, e.principal)) return;
     for (const k of oc.actor_attributes) {
       const v = e.attributes[k];
-      if (typeof v === 'string' && matchesAny(oc.allowed_actors, v)) return;
+      if (typeof v === 'string' && matchesAnyGlob(oc.allowed_actors, v)) return;
     }
     const rt = this.runtimes.peek(issue.taskId);
     // An issuance logged by the issuer names the issuer's endpoint as host (CloudTrail's
     // `sts.amazonaws.com`): the task's runtime is then the better statement of where it went.
-    const hosts = [issue.event.host, rt?.host].filter((h): h is string => !!h && !matchesAny(oc.ignore_hosts, h));
+    const hosts = [issue.event.host, rt?.host].filter((h): h is string => !!h && !matchesAnyGlob(oc.ignore_hosts, h));
     const origin = {
       workload: issue.event.workload_id ?? rt?.workload,
       host: hosts[0],
@@ -360,7 +350,7 @@ export class LateralMovementInstance implements DetectorInstance {
       const b = workloadKey(e.workload_id);
       if (a.kind === b.kind && a.key !== b.key) mismatches.push({ dim: 'workload', issued: origin.workload, used: e.workload_id });
     }
-    if (oc.compare_host && origin.host && e.host && !matchesAny(oc.ignore_hosts, e.host)) {
+    if (oc.compare_host && origin.host && e.host && !matchesAnyGlob(oc.ignore_hosts, e.host)) {
       if (origin.host.toLowerCase() !== e.host.toLowerCase()) mismatches.push({ dim: 'host', issued: origin.host, used: e.host });
     }
     if (oc.compare_network && origin.srcIp && e.src_ip) {
@@ -374,7 +364,7 @@ export class LateralMovementInstance implements DetectorInstance {
       }
     }
     if (mismatches.length === 0) {
-      const unknownOrigin = (oc.compare_workload && !origin.workload && !!e.workload_id) || (oc.compare_host && !origin.host && !!e.host && !matchesAny(oc.ignore_hosts, e.host));
+      const unknownOrigin = (oc.compare_workload && !origin.workload && !!e.workload_id) || (oc.compare_host && !origin.host && !!e.host && !matchesAnyGlob(oc.ignore_hosts, e.host));
       if (unknownOrigin && !recheck && issue.waiting.length < MAX_WAITING_USES) issue.waiting.push(e);
       return;
     }
@@ -440,7 +430,7 @@ export class LateralMovementInstance implements DetectorInstance {
     const nc = cfg['identity-new-service'];
     if (!nc.sources.includes(e.source)) return;
     const raw = e.workload_id ?? e.principal;
-    if (!raw || (e.action && matchesAny(nc.ignore_actions, e.action))) return;
+    if (!raw || (e.action && matchesAnyGlob(nc.ignore_actions, e.action))) return;
     const identity = rewriteIdentity(raw, nc.identity_rewrites);
     const keys: string[] = [];
     const svc = serviceOf(e.action);

@@ -1,3 +1,4 @@
+import { sleep } from '../../shared/sleep.ts';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { tmpdir } from 'node:os';
@@ -568,9 +569,6 @@ function round(v: number, digits: number): number {
   return Math.round(v * f) / f;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 /** The human-readable table printed before the JSON line. */
 export function formatBenchTable(r: BenchResult): string {

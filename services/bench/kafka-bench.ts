@@ -1,3 +1,4 @@
+import { sleep } from '../../shared/sleep.ts';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -175,8 +176,4 @@ export function formatKafkaBenchTable(r: KafkaBenchResult): string {
     `  through one correlator   ${r.events_per_s} events/s (${r.elapsed_s} s, first publish to last stored)`,
     `  end-to-end lag           p50 ${r.lag_p50_ms} ms, p99 ${r.lag_p99_ms} ms, max ${r.lag_max_ms} ms (collector arrival to stored)`,
   ].join('\n');
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

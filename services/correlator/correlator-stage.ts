@@ -1,3 +1,4 @@
+import { sleep } from '../../shared/sleep.ts';
 import { deadLetterUndecodable } from '../dead-letters.ts';
 import type { Bus, DeadLetter, MessageBatch, Subscription, UndecodableMessage } from '../../shared/bus/bus.ts';
 import { errorCode, errorMessage } from '../../shared/errors.ts';
@@ -313,8 +314,4 @@ export class CorrelatorStage {
     await this.bindingsSub?.shutdown();
     await this.idle();
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

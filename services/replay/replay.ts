@@ -1,3 +1,4 @@
+import { sleep } from '../../shared/sleep.ts';
 import { createReadStream, createWriteStream, statSync, type WriteStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { createGunzip } from 'node:zlib';
@@ -226,8 +227,4 @@ function isCompleteJson(line: string): boolean {
   } catch {
     return false;
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -1,3 +1,4 @@
+import { sleep } from '../../shared/sleep.ts';
 import { createHash } from 'node:crypto';
 import { RecordError, StorageError, errorCode, errorMessage, isRetriable } from '../../shared/errors.ts';
 import { RateLimitedLog, type Logger } from '../../shared/logger.ts';
@@ -400,8 +401,4 @@ export class BatchWriter<T> {
     if (this.pending === 0 && this.waiters.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
