@@ -89,7 +89,7 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
     // may still be on their way to storage then, so its pipeline must be empty as well.
     const busy = async (): Promise<boolean> => {
       const [cl, dl] = await Promise.all([correlator.lag(), detector.lag()]);
-      return cl > 0 || dl > 0 || correlator.inFlightOutputs > 0;
+      return cl > 0 || dl > 0 || correlator.inFlightOutputs > 0 || detector.inFlightBatches > 0;
     };
     for (;;) {
       if (!(await busy())) {
