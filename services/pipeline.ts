@@ -64,7 +64,7 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
   if (timelineInMemory) bus.keepInMemoryOnly(TOPIC.timeline);
   await bus.start();
   const engine = createDetectorEngine(loadPolicy(cfg.policyFile), { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) });
-  const detector = new DetectorStage({ bus, store, engine, log, metrics });
+  const detector = new DetectorStage({ bus, store, engine, log, metrics, recoveryWindowMs: cfg.engine.recoveryWindowMs, recoveryEventsPerTask: cfg.engine.recoveryEventsPerTask });
   const correlator = new CorrelatorStage({
     bus,
     store,

@@ -120,7 +120,7 @@ export async function startDetectorService(cfg: Readonly<Config>, log: Logger): 
   const bus = createBus(cfg, log, metrics, { durable: true });
   await bus.start();
   const engine = createDetectorEngine(loadPolicy(cfg.policyFile), { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) });
-  const stage = new DetectorStage({ bus, store, engine, log, metrics });
+  const stage = new DetectorStage({ bus, store, engine, log, metrics, recoveryWindowMs: cfg.engine.recoveryWindowMs, recoveryEventsPerTask: cfg.engine.recoveryEventsPerTask });
   await stage.start();
   return withHttp('detector', cfg, log, metrics, {
     bus,

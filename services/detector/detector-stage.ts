@@ -1,11 +1,13 @@
 import { deadLetterUndecodable } from '../dead-letters.ts';
 import type { Bus, MessageBatch, Subscription } from '../../shared/bus/bus.ts';
+import { EVENT_TYPE, type TimelineEvent } from '../../shared/event.ts';
 import { errorMessage } from '../../shared/errors.ts';
+import { BoundedMap } from '../../shared/lru.ts';
 import type { Finding } from '../../shared/finding.ts';
 import { RateLimitedLog, type Logger } from '../../shared/logger.ts';
 import type { MetricsRegistry } from '../../shared/metrics.ts';
 import { Mutex } from '../../shared/mutex.ts';
-import { GROUP, TOPIC } from '../../shared/names.ts';
+import { GROUP, TABLE, TOPIC } from '../../shared/names.ts';
 import { retryUntilStopped } from '../../shared/retry.ts';
 import type { DetectorEngine } from '../../detectors/engine.ts';
 import type { Store } from '../storage/store.ts';
@@ -21,6 +23,13 @@ export interface DetectorStageDeps {
   maxInFlight?: number;
   /** First retry delay when storing or publishing findings failed, ms; doubles up to 5 s. Default 200. */
   retryBaseMs?: number;
+  /**
+   * After a start, how long tasks the engine does not hold are rebuilt from storage before their
+   * first event is evaluated, ms. Default 600 000 (10 min); 0 disables. See {@link DetectorStage}.
+   */
+  recoveryWindowMs?: number;
+  /** Stored events replayed per task when rebuilding. Default 200. */
+  recoveryEventsPerTask?: number;
 }
 
 /**
@@ -34,6 +43,14 @@ export interface DetectorStageDeps {
  * are stored and published (retried with backoff until they are, or the stage stops and leaves
  * the batch uncommitted for redelivery; finding ids are deterministic, so a redelivered batch
  * stores nothing twice).
+ *
+ * Restarts: the engine's per-task state lives in memory, so after a crash (or a rebalance that
+ * hands this instance a partition) a running task's next events would be evaluated without what
+ * came before them, and a pattern spanning the restart would be missed. For a while after start
+ * (`recoveryWindowMs`), the first event of a task the engine does not hold, unless it is the
+ * task's start, makes the stage load the task's recent stored events and replay them through the
+ * engine first, with the findings already stored marked as emitted. Identity-wide windows
+ * (blast radius per identity) are not rebuilt: they refill from new traffic.
  */
 export class DetectorStage {
   private sub?: Subscription;
@@ -46,6 +63,11 @@ export class DetectorStage {
   private inFlight = 0;
   private roomWaiters: Array<() => void> = [];
   private readonly retryLog: RateLimitedLog;
+  private readonly startedAt = Date.now();
+  /** Whether tasks may still need rebuilding (see {@link recover}). */
+  private recovering = false;
+  /** Tasks already considered for rebuilding in this run (bounded; a forgotten one is only looked up again). */
+  private readonly recoveryChecked = new BoundedMap<string, true>(100_000);
 
   constructor(private readonly deps: DetectorStageDeps) {
     this.log = deps.log.child({ component: 'detector' });
@@ -55,6 +77,9 @@ export class DetectorStage {
   }
 
   async start(): Promise<void> {
+    // A store without events (a fresh deployment, a benchmark) has no task to rebuild.
+    const windowMs = this.deps.recoveryWindowMs ?? 600_000;
+    this.recovering = windowMs > 0 && (await this.deps.store.querySql(`SELECT 1 AS x FROM ${TABLE.events} LIMIT 1`, {}, { maxRows: 1 })).length > 0;
     this.sub = await this.deps.bus.subscribe({
       groupId: GROUP.detector,
       topics: [TOPIC.timeline],
@@ -69,7 +94,9 @@ export class DetectorStage {
     const { store, bus, engine, metrics } = this.deps;
     metrics.counter('runtrail_events_in_total', 'Events consumed, by stage and topic').inc({ stage: 'detector', topic: batch.topic }, batch.messages.length);
     await deadLetterUndecodable('detector', batch.undecodable, { store, bus, metrics });
-    const emitted = this.emit(engine.process(batch.messages.map((m) => m.value)));
+    const events = batch.messages.map((m) => m.value);
+    const recovered = await this.recover(events);
+    const emitted = this.emit([...recovered, ...engine.process(events)]);
     const prev = this.tail;
     this.inFlight++;
     this.tail = (async () => {
@@ -86,6 +113,36 @@ export class DetectorStage {
       }
     })();
     while (this.inFlight >= this.maxInFlight) await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
+  }
+
+  /**
+   * Rebuilds the state of tasks that were running before this start (see the class comment).
+   * Returns findings the replayed history completes that were not stored before.
+   */
+  private async recover(events: readonly TimelineEvent[]): Promise<Finding[]> {
+    if (!this.recovering) return [];
+    if (Date.now() - this.startedAt > (this.deps.recoveryWindowMs ?? 600_000)) {
+      this.recovering = false;
+      return [];
+    }
+    const { engine, store, metrics } = this.deps;
+    const tasks: string[] = [];
+    for (const e of events) {
+      if (!e.task_id || engine.hasTask(e.task_id) || this.recoveryChecked.has(e.task_id)) continue;
+      this.recoveryChecked.set(e.task_id, true);
+      // A task whose first event here is its start has no history to rebuild.
+      if (e.type !== EVENT_TYPE.taskStarted) tasks.push(e.task_id);
+    }
+    if (tasks.length === 0) return [];
+    const opts = { baseMs: this.deps.retryBaseMs ?? 200, stopped: () => this.stopped, log: this.retryLog };
+    const [history, done] = await Promise.all([
+      retryUntilStopped(() => store.recentEvents(tasks, this.deps.recoveryEventsPerTask ?? 200), { ...opts, what: 'load task history' }),
+      retryUntilStopped(() => store.findingIds(tasks), { ...opts, what: 'load task findings' }),
+    ]);
+    if (history.length === 0) return [];
+    engine.markEmitted(done);
+    metrics.counter('runtrail_detector_recovered_tasks_total', 'Tasks whose detector state was rebuilt from storage after a start').inc({}, new Set(history.map((e) => e.task_id)).size);
+    return engine.process(history);
   }
 
   /** Runs close-time rules for tasks the correlator closed; resolves once their findings are stored and published. */
