@@ -122,10 +122,15 @@ export async function startDetectorService(cfg: Readonly<Config>, log: Logger): 
   const engine = createDetectorEngine(loadPolicy(cfg.policyFile), { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) });
   const stage = new DetectorStage({ bus, store, engine, log, metrics, recoveryWindowMs: cfg.engine.recoveryWindowMs, recoveryEventsPerTask: cfg.engine.recoveryEventsPerTask });
   await stage.start();
+  let lastLag = 0;
+  metrics.gauge('runtrail_consumer_lag_messages', 'Messages not yet consumed, by stage').collect(() => [[{ stage: 'detector' }, lastLag]]);
+  const lagTimer = setInterval(() => void stage.lag().then((n) => (lastLag = n)), 5000);
+  lagTimer.unref();
   return withHttp('detector', cfg, log, metrics, {
     bus,
     store,
     stop: async () => {
+      clearInterval(lagTimer);
       await stage.shutdown();
       await bus.shutdown();
       await store.shutdown();

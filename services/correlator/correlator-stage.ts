@@ -144,6 +144,9 @@ export class CorrelatorStage {
   private async handleBatch(batch: MessageBatch<(typeof INGEST_TOPICS)[number]>): Promise<void> {
     const received = this.deps.metrics.counter('runtrail_events_in_total', 'Events consumed, by stage and topic');
     received.inc({ stage: 'correlator', topic: batch.topic }, batch.messages.length);
+    this.deps.metrics
+      .histogram('runtrail_consumer_batch_messages', 'Messages per consumed batch, by stage', [1, 10, 50, 100, 500, 1000, 5000, 10000])
+      .observe(batch.messages.length + batch.undecodable.length, { stage: 'correlator' });
     this.tracker.received(
       batch.topic,
       batch.partition,

@@ -12,6 +12,9 @@ import { retryUntilStopped } from '../../shared/retry.ts';
 import type { DetectorEngine } from '../../detectors/engine.ts';
 import type { Store } from '../storage/store.ts';
 
+const BATCH_BOUNDS = [1, 10, 50, 100, 500, 1000, 5000, 10000];
+const LATENCY_BOUNDS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
 /** Dependencies of the detector stage. */
 export interface DetectorStageDeps {
   bus: Bus;
@@ -74,6 +77,16 @@ export class DetectorStage {
     this.maxInFlight = Math.max(1, deps.maxInFlight ?? 4);
     this.retryLog = new RateLimitedLog(this.log, 'storing or publishing findings failed; retrying');
     deps.metrics.gauge('runtrail_detector_tasks', 'Task timelines held by the detector engine').collect(() => deps.engine.taskCount);
+    deps.metrics.gauge('runtrail_detector_events_held', 'Events held across the detector engine\'s task windows').collect(() => deps.engine.eventCount);
+    deps.metrics.gauge('runtrail_detector_evictions', 'Dropped so far by the detector engine to stay within its bounds, by kind').collect(() => {
+      const s = deps.engine.stats;
+      return [
+        [{ kind: 'task_windows' }, s.evictedTasks],
+        [{ kind: 'window_events' }, s.evictedEvents],
+        [{ kind: 'truncated_events' }, s.truncatedEvents],
+        [{ kind: 'duplicate_events' }, s.duplicateEvents],
+      ];
+    });
   }
 
   async start(): Promise<void> {
@@ -95,8 +108,11 @@ export class DetectorStage {
     metrics.counter('runtrail_events_in_total', 'Events consumed, by stage and topic').inc({ stage: 'detector', topic: batch.topic }, batch.messages.length);
     await deadLetterUndecodable('detector', batch.undecodable, { store, bus, metrics });
     const events = batch.messages.map((m) => m.value);
+    metrics.histogram('runtrail_consumer_batch_messages', 'Messages per consumed batch, by stage', BATCH_BOUNDS).observe(events.length, { stage: 'detector' });
     const recovered = await this.recover(events);
-    const emitted = this.emit([...recovered, ...engine.process(events)]);
+    const found = engine.process(events);
+    this.observeLatency(found, events);
+    const emitted = this.emit([...recovered, ...found]);
     const prev = this.tail;
     this.inFlight++;
     this.tail = (async () => {
@@ -143,6 +159,22 @@ export class DetectorStage {
     engine.markEmitted(done);
     metrics.counter('runtrail_detector_recovered_tasks_total', 'Tasks whose detector state was rebuilt from storage after a start').inc({}, new Set(history.map((e) => e.task_id)).size);
     return engine.process(history);
+  }
+
+  /**
+   * Arrival-to-finding latency: from the arrival (`ingested_at`) of the latest-arriving evidence
+   * event in this batch, i.e. the one that completed the pattern, to now.
+   */
+  private observeLatency(found: readonly Finding[], events: readonly TimelineEvent[]): void {
+    if (found.length === 0) return;
+    const arrived = new Map(events.map((e) => [e.event_id, e.ingested_at]));
+    const hist = this.deps.metrics.histogram('runtrail_arrival_to_finding_seconds', 'Arrival of the event that completed a pattern to its finding, seconds', LATENCY_BOUNDS);
+    const now = Date.now();
+    for (const f of found) {
+      let last = -1;
+      for (const id of f.evidence) last = Math.max(last, arrived.get(id) ?? -1);
+      if (last >= 0) hist.observe((now - last) / 1000, { detector: f.detector });
+    }
   }
 
   /** Runs close-time rules for tasks the correlator closed; resolves once their findings are stored and published. */
