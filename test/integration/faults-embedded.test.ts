@@ -10,11 +10,15 @@ import { silentLogger } from '../../shared/logger.ts';
 import { startEmbedded, type EmbeddedServer } from '../../services/embedded.ts';
 
 /**
+ * Faults in the embedded mode, with exact counts of what is stored.
+ *
  * Storage down for a while under load: the embedded pipeline writes to a ClickHouse server (chDB
  * behind ClickHouse's HTTP interface, in a child process) that is killed mid-stream and brought
  * back. While it is down the collector keeps answering: first accepting onto its log, then 503 +
  * Retry-After once the backlog is full. A shipper that re-sends what was refused ends with every
- * acknowledged event stored exactly once.
+ * acknowledged event stored exactly once. A burst ten times the bus's backlog bound: the excess
+ * is refused (503 + Retry-After) rather than buffered without bound, and everything re-sent is
+ * stored once.
  */
 
 const MAIN = fileURLToPath(new URL('../../services/storage/chdb-http-main.ts', import.meta.url));
@@ -58,14 +62,22 @@ function kill(child: ChildProcess): Promise<void> {
   });
 }
 
+/** Largest per-topic in-memory bus backlog, from the metrics endpoint. */
+async function backlog(base: string): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  let max = 0;
+  for (const m of text.matchAll(/^runtrail_bus_backlog_messages\{topic="events\.[a-z]+"\} (\d+)$/gm)) max = Math.max(max, Number(m[1]));
+  return max;
+}
+
 const T0 = Date.parse('2026-09-01T12:00:00Z');
 const BATCH = 250;
 
-function batch(n: number): { ids: string[]; body: string } {
+function batch(n: number, tag = 'outage'): { ids: string[]; body: string } {
   const ids: string[] = [];
   const lines: string[] = [];
   for (let i = 0; i < BATCH; i++) {
-    const id = eventId('outage', n, i);
+    const id = eventId(tag, n, i);
     ids.push(id);
     lines.push(JSON.stringify({ event_id: id, source: 'agent', type: 'tool.call', time: T0 + n * 1000 + i, task_id: `outage-task-${n % 40}`, tool: { name: 'lookup' } }));
   }
@@ -119,6 +131,9 @@ describe('storage outage', () => {
     }
     expect(refused.length).toBeGreaterThan(0);
     expect(retryAfter).toBe('1');
+    // The consumer is stuck, so lag grew; what the bus holds in memory stayed within its bound.
+    expect(await backlog(base)).toBeGreaterThan(0);
+    expect(await backlog(base)).toBeLessThanOrEqual(3_000 + BATCH);
     expect((await fetch(`${base}/readyz`)).status).toBe(503);
 
     // Back: the shipper re-sends what was refused; everything acknowledged is stored once.
@@ -147,5 +162,49 @@ describe('storage outage', () => {
     await server.shutdown();
     server = undefined;
     await kill(ch.child);
+  }, 240_000);
+
+  it('takes a burst ten times its backlog: refuses the excess with 503, keeps its bound, and stores every retried event once', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'runtrail-burst-'));
+    dirs.push(dir);
+    const cfg = parseConfig({
+      dataDir: dir,
+      bus: { fsync: false, maxBacklog: 2_000, maxBatch: 500 },
+      collector: { port: 0, retryAfterS: 1 },
+      correlator: { graceWallMs: 2_000 },
+    });
+    const burst = await startEmbedded(cfg, silentLogger());
+    try {
+      const base = burst.http.url;
+      const post = (body: string) => fetch(`${base}/v1/events`, { method: 'POST', body, headers: { 'content-type': 'application/x-ndjson' } });
+      const batches = Array.from({ length: 80 }, (_, n) => batch(n, 'burst')); // 20,000 events at once
+      let refusals = 0;
+      let peakBacklog = 0;
+      // Every batch at once, each re-sent until accepted, as a fleet of shippers would.
+      await Promise.all(
+        batches.map(async (b) => {
+          for (let attempt = 0; ; attempt++) {
+            expect(attempt).toBeLessThan(200);
+            const res = await post(b.body);
+            await res.text();
+            if (res.status === 200) return;
+            expect(res.status).toBe(503);
+            expect(res.headers.get('retry-after')).toBe('1');
+            refusals++;
+            peakBacklog = Math.max(peakBacklog, await backlog(base));
+            await new Promise((r) => setTimeout(r, 100 + Math.random() * 200));
+          }
+        }),
+      );
+      expect(refusals).toBeGreaterThan(0);
+      expect(peakBacklog).toBeLessThanOrEqual(2_000 + BATCH);
+      await burst.pipeline.drain(false);
+      const want = new Set(batches.flatMap((b) => b.ids));
+      const rows = await burst.pipeline.store.querySql('SELECT toString(event_id) AS id FROM events FINAL', {}, { maxRows: 100_000 });
+      expect(rows).toHaveLength(want.size);
+      expect(new Set(rows.map((r) => String(r.id)))).toEqual(want);
+    } finally {
+      await burst.shutdown();
+    }
   }, 240_000);
 });
