@@ -4,6 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import { deepMerge } from '../shared/config.ts';
 import { RuntrailError } from '../shared/errors.ts';
 import { globToRegExp } from '../shared/glob.ts';
+import { RedactionPolicySchema } from '../shared/redaction.ts';
 import { CatalogConfigSchema, ToolCatalog } from './catalog/tool-catalog.ts';
 import type { Detector, DetectorInstance } from './detector.ts';
 import { DetectorEngine, type EngineOptions } from './engine.ts';
@@ -52,6 +53,8 @@ export function policySchema() {
     agents: z
       .record(z.string().min(1), z.strictObject({ detectors: z.record(z.string(), z.record(z.string(), z.unknown())).default({}) }))
       .default({}),
+    /** Secret redaction before storage (applied by the collectors, not by detectors). */
+    redaction: RedactionPolicySchema.default(RedactionPolicySchema.parse({})),
   });
 }
 

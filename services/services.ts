@@ -5,6 +5,7 @@ import { startHttpServer, type HttpService, type Readiness, type Route } from '.
 import type { Logger } from '../shared/logger.ts';
 import { MetricsRegistry } from '../shared/metrics.ts';
 import { GROUP, TOPIC } from '../shared/names.ts';
+import { redactionOptions } from '../shared/redaction-key.ts';
 import { createDetectorEngine, loadPolicy } from '../detectors/policy.ts';
 import { startApiServer, httpSecurity } from './api/api-server.ts';
 import { assertAccessConfigured } from './api/auth.ts';
@@ -88,7 +89,7 @@ export async function startCollectorService(cfg: Readonly<Config>, log: Logger):
   const metrics = new MetricsRegistry();
   const bus = createBus(cfg, log, metrics, { durable: true });
   await bus.start();
-  const ingestor = new Ingestor(bus, metrics);
+  const ingestor = new Ingestor(bus, metrics, { redaction: redactionOptions(cfg, loadPolicy(cfg.policyFile).redaction) });
   const routes = collectorRoutes({ cfg: cfg.collector, ingestor, log: log.child({ component: 'collector' }), metrics });
   return withHttp('collector', cfg, log, metrics, { bus, routes, stop: () => bus.shutdown() }, cfg.collector.host, cfg.collector.port);
 }
