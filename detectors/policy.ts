@@ -122,9 +122,13 @@ export function configResolver<C>(policy: Policy, detector: Detector<C>): (agent
   };
 }
 
-/** Builds the detector engine for a policy: every registered detector, configured by it. */
-export function createDetectorEngine(policy: Policy, opts: EngineOptions): DetectorEngine {
+/**
+ * Builds the detector engine for a policy: every registered detector, configured by it.
+ * @param secretMarker The collector's redaction marker function, when secrets are redacted.
+ */
+export function createDetectorEngine(policy: Policy, opts: EngineOptions, secretMarker?: (value: string) => string): DetectorEngine {
   const catalog = new ToolCatalog(policy.catalog);
-  const instances: DetectorInstance[] = DETECTORS.map((d) => (d as Detector<unknown>).create(configResolver(policy, d as Detector<unknown>), { catalog }));
+  const ctx = { catalog, ...(secretMarker ? { secretMarker } : {}) };
+  const instances: DetectorInstance[] = DETECTORS.map((d) => (d as Detector<unknown>).create(configResolver(policy, d as Detector<unknown>), ctx));
   return new DetectorEngine(instances, opts);
 }

@@ -8,6 +8,7 @@ import { MetricsRegistry } from '../shared/metrics.ts';
 import { GROUP, TOPIC } from '../shared/names.ts';
 import type { DetectorEngine } from '../detectors/engine.ts';
 import { createDetectorEngine, loadPolicy } from '../detectors/policy.ts';
+import { createRedactor } from '../shared/redaction.ts';
 import { redactionOptions } from '../shared/redaction-key.ts';
 import { setEventValidation } from './collector/adapters/adapter.ts';
 import { Ingestor } from './collector/ingest.ts';
@@ -65,7 +66,13 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
   if (timelineInMemory) bus.keepInMemoryOnly(TOPIC.timeline);
   await bus.start();
   const policy = loadPolicy(cfg.policyFile);
-  const engine = createDetectorEngine(policy, { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) });
+  const redaction = redactionOptions(cfg, policy.redaction);
+  const redactor = createRedactor(redaction);
+  const engine = createDetectorEngine(
+    policy,
+    { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) },
+    redactor ? (v) => redactor.marker(v) : undefined,
+  );
   const detector = new DetectorStage({ bus, store, engine, log, metrics });
   const correlator = new CorrelatorStage({
     bus,
@@ -85,7 +92,7 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
   // Parse workers pay off when the bus writes their serialized lines to its log (live mode).
   const ingestor = new Ingestor(bus, metrics, {
     parseWorkers: opts.mode === 'live' ? (cfg.collector.parseWorkers ?? defaultParseWorkers()) : 0,
-    redaction: redactionOptions(cfg, policy.redaction),
+    redaction,
   });
   ingestor.start();
 

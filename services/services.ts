@@ -5,6 +5,7 @@ import { startHttpServer, type HttpService, type Readiness, type Route } from '.
 import type { Logger } from '../shared/logger.ts';
 import { MetricsRegistry } from '../shared/metrics.ts';
 import { GROUP, TOPIC } from '../shared/names.ts';
+import { createRedactor } from '../shared/redaction.ts';
 import { redactionOptions } from '../shared/redaction-key.ts';
 import { createDetectorEngine, loadPolicy } from '../detectors/policy.ts';
 import { startApiServer, httpSecurity } from './api/api-server.ts';
@@ -124,7 +125,9 @@ export async function startDetectorService(cfg: Readonly<Config>, log: Logger): 
   const store = await openStore(cfg, log, metrics);
   const bus = createBus(cfg, log, metrics, { durable: true });
   await bus.start();
-  const engine = createDetectorEngine(loadPolicy(cfg.policyFile), { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) });
+  const policy = loadPolicy(cfg.policyFile);
+  const redactor = createRedactor(redactionOptions(cfg, policy.redaction));
+  const engine = createDetectorEngine(policy, { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) }, redactor ? (v) => redactor.marker(v) : undefined);
   const stage = new DetectorStage({ bus, store, engine, log, metrics });
   await stage.start();
   return withHttp('detector', cfg, log, metrics, {

@@ -5,7 +5,7 @@ import type { CanonicalEvent } from './event.ts';
 /**
  * Secret redaction before storage. Credential-looking values in tool arguments and results,
  * messages, process command lines and attributes (headers included) are replaced by
- * `[REDACTED:<kind>:<hmac>]`, where `<hmac>` is the first 16 hex digits of HMAC-SHA256(key, secret):
+ * `[REDACTED:hmac:<hash>]`, where `<hash>` is the first 16 hex digits of HMAC-SHA256(key, secret):
  * the same secret gives the same marker, so it still correlates across events (and detectors that
  * follow values from one tool call to the next still see them match), but the clear value is never
  * published or stored. Credential ids (AWS access key ids, lease ids, token accessors) are
@@ -52,7 +52,7 @@ export const RedactionPolicySchema = z.strictObject({
   patterns: z
     .array(
       z.strictObject({
-        /** Kind shown in the marker, e.g. `internal-token`. */
+        /** Name of the format, e.g. `internal-token`. */
         name: z.string().regex(/^[a-z0-9-]+$/, 'lowercase letters, digits and dashes'),
         regex: z.string().min(1).refine((r) => {
           try {
@@ -75,7 +75,7 @@ export interface RedactorOptions {
   policy: RedactionPolicy;
 }
 
-/** A built-in pattern: `group` is the capture group holding the secret (0 = the whole match). */
+/** A pattern: `kind` names the format (documentation, tests); `group` is the capture group holding the secret (0 = the whole match). */
 interface Pattern {
   kind: string;
   re: RegExp;
@@ -143,9 +143,13 @@ export class Redactor {
     this.patterns = [...BUILTIN_PATTERNS, ...opts.policy.patterns.map((p) => ({ kind: p.name, re: new RegExp(p.regex, 'g'), group: 0 }))];
   }
 
-  /** The marker for a secret. */
-  marker(kind: string, secret: string): string {
-    return `${MARK}${kind}:${createHmac('sha256', this.key).update(secret, 'utf8').digest('hex').slice(0, 16)}]`;
+  /**
+   * The marker for a secret: `[REDACTED:hmac:<16 hex>]`. It does not name the format that found
+   * the secret, so a password redacted as a JSON field in one event and as `password: ...` text in
+   * another gives the same marker and still correlates.
+   */
+  marker(secret: string): string {
+    return `${MARK}hmac:${createHmac('sha256', this.key).update(secret, 'utf8').digest('hex').slice(0, 16)}]`;
   }
 
   /** True when a field of this name holds a secret as a whole. */
@@ -170,7 +174,7 @@ export class Redactor {
         const whole = rest[at + 1];
         if (typeof secret !== 'string' || secret.length === 0 || secret.startsWith(MARK)) return match;
         if (typeof offset === 'number' && typeof whole === 'string' && insideMarker(whole, offset)) return match;
-        return p.group === 0 ? this.marker(p.kind, secret) : match.replace(secret, this.marker(p.kind, secret));
+        return p.group === 0 ? this.marker(secret) : match.replace(secret, this.marker(secret));
       });
     }
     return out;
@@ -180,7 +184,7 @@ export class Redactor {
   redactValue(v: unknown, key?: string): unknown {
     if (typeof v === 'string') {
       if (v === '' || v.startsWith(MARK)) return v;
-      if (key !== undefined && this.isSecretField(key)) return this.marker('field', v);
+      if (key !== undefined && this.isSecretField(key)) return this.marker(v);
       return this.redactMaybeJson(v);
     }
     if (Array.isArray(v)) return v.map((x) => this.redactValue(x, key));

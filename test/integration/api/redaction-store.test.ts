@@ -111,7 +111,7 @@ describe('redaction before storage', () => {
     const redactor = new Redactor({ key, policy: RedactionPolicySchema.parse({}) });
     const github = SECRET_SAMPLES.find((s) => s.kind === 'github-token');
     if (!github) throw new Error('corpus lacks a github token');
-    const marker = redactor.marker('github-token', github.secret);
+    const marker = redactor.marker(github.secret);
     const timeline = await store.timeline(TASK);
     const withIt = timeline.filter((e) => JSON.stringify(e).includes(marker));
     expect(withIt.length).toBeGreaterThanOrEqual(1);
