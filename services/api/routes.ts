@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { z } from 'zod';
-import { RequestError } from '../../shared/errors.ts';
-import { sendJson, type Route } from '../../shared/http.ts';
+import { RequestError, TooLargeError } from '../../shared/errors.ts';
+import { sendJson, type Route, type RouteHandler } from '../../shared/http.ts';
 import { readBody } from '../collector/collector-routes.ts';
 import { QueryRejectedError } from '../storage/read-only-sql.ts';
 import type { AnalystQueries } from './queries.ts';
@@ -24,9 +24,26 @@ function issues(error: z.ZodError): string {
   return error.issues.map((i) => `${i.path.join('.') || '(query)'}: ${i.message}`).join('; ');
 }
 
+/**
+ * Answers the query's own faults (refused SQL, a time limit hit, a body too large) with 400/413
+ * and their message; anything else is the server's fault (500, logged, no detail in the answer).
+ */
+function answering(handler: RouteHandler): RouteHandler {
+  return async (req, res, params) => {
+    try {
+      await handler(req, res, params);
+    } catch (err) {
+      if (res.headersSent) throw err;
+      if (err instanceof QueryRejectedError) return sendJson(res, 400, { error: err.code, message: err.message });
+      if (err instanceof TooLargeError) return sendJson(res, 413, { error: err.code, message: err.message });
+      throw err;
+    }
+  };
+}
+
 /** The analyst API's routes (`/v1/...`); every one needs the `analyst` role when tokens are configured. */
 export function apiRoutes(queries: AnalystQueries): Route[] {
-  return [
+  const routes: Route[] = [
     {
       method: 'GET',
       path: '/v1/tasks',
@@ -76,14 +93,10 @@ export function apiRoutes(queries: AnalystQueries): Route[] {
         }
         const body = SqlRequestSchema.safeParse(raw);
         if (!body.success) throw new RequestError(issues(body.error));
-        try {
-          const rows = await queries.sql(body.data.sql, body.data.params, body.data.max_rows);
-          sendJson(res, 200, { rows, row_count: rows.length });
-        } catch (err) {
-          if (err instanceof QueryRejectedError) return sendJson(res, 400, { error: err.code, message: err.message });
-          throw err;
-        }
+        const rows = await queries.sql(body.data.sql, body.data.params, body.data.max_rows);
+        sendJson(res, 200, { rows, row_count: rows.length });
       },
     },
   ];
+  return routes.map((r) => ({ ...r, handler: answering(r.handler) }));
 }
