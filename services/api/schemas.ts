@@ -71,6 +71,7 @@ export function pageSchema<T extends z.ZodType>(item: T) {
   return z.object({ items: z.array(item), next_cursor: z.string().nullable() });
 }
 
+/** `GET /v1/tasks` answer. */
 export const TaskPageSchema = pageSchema(TaskSummarySchema);
 export type TaskPage = z.infer<typeof TaskPageSchema>;
 
@@ -100,6 +101,7 @@ export const FindingQuerySchema = z.strictObject({
 });
 export type FindingQuery = z.infer<typeof FindingQuerySchema>;
 
+/** `GET /v1/findings` answer. */
 export const FindingPageSchema = pageSchema(FindingSchema);
 export type FindingPage = z.infer<typeof FindingPageSchema>;
 
@@ -121,6 +123,7 @@ export const IncidentSchema = z.object({
 });
 export type Incident = z.infer<typeof IncidentSchema>;
 
+/** `GET /v1/incidents` answer. */
 export const IncidentPageSchema = pageSchema(IncidentSchema);
 export type IncidentPage = z.infer<typeof IncidentPageSchema>;
 
@@ -155,6 +158,7 @@ export const SqlRequestSchema = z.strictObject({
   max_rows: z.number().int().positive().optional(),
 });
 
+/** `POST /v1/sql` answer: the rows (64-bit integers as decimal strings) and their count. */
 export const SqlResponseSchema = z.object({
   rows: z.array(z.record(z.string(), z.unknown())),
   row_count: z.number(),

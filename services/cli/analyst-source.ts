@@ -41,6 +41,7 @@ export const SOURCE_OPTIONS = {
   json: { type: 'boolean' },
 } as const;
 
+/** Help text of {@link SOURCE_OPTIONS}. */
 export const SOURCE_HELP = `Source (default: the data directory; stop \`runtrail start\` first, or use --api):
       --api URL         read from a running API instead, e.g. http://127.0.0.1:8080
       --token T         API token (role analyst or admin); prefer --token-file
