@@ -104,17 +104,25 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
         const got = segs[i] as string;
         if (want.startsWith(':')) {
           if (got === '') ok = false;
-          else params[want.slice(1)] = decodeURIComponent(got);
+          else params[want.slice(1)] = decodeSegment(got);
         } else if (want !== got) ok = false;
       }
       if (ok) return { routes: p.routes, params, label: p.parts.join('/') };
     }
     return undefined;
   }
+  /** Metrics label of a path: its route pattern, never the raw path (bounded label values). */
+  function label(path: string): string {
+    try {
+      return match(path)?.label ?? (isBuiltin(path) ? path : 'other');
+    } catch {
+      return 'other';
+    }
+  }
   let closing = false;
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
-    res.on('finish', () => requests.inc({ path: match(path)?.label ?? (isBuiltin(path) ? path : 'other'), status: String(res.statusCode) }));
+    res.on('finish', () => requests.inc({ path: label(path), status: String(res.statusCode) }));
     void handle(path, req, res);
   };
   const server: Server = opts.tls
@@ -200,6 +208,15 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
       return closed;
     },
   };
+}
+
+/** A `:name` path segment, percent-decoded; a malformed escape is the client's fault (400). */
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new RequestError(`path segment "${segment.slice(0, 100)}" is not valid percent-encoding`);
+  }
 }
 
 function isBuiltin(path: string): boolean {

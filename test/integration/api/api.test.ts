@@ -234,9 +234,11 @@ describe('GET /v1/tasks/:taskId/timeline', () => {
     expect(t.findings[0]?.evidence).toEqual([eventId(3, 0), eventId(3, 1)]);
   });
 
-  it('answers 404 for an unknown task', async () => {
+  it('answers 404 for an unknown task and 400 for a malformed task id', async () => {
     const r = await get('/v1/tasks/no-such-task/timeline');
     expect(r.status).toBe(404);
+    expect((await get('/v1/tasks/%E0%A4%A/timeline')).status).toBe(400);
+    expect((await get('/healthz', null)).status).toBe(200);
   });
 });
 
