@@ -141,6 +141,16 @@ export class DetectorEngine {
     return this.tasks.size;
   }
 
+  /** Whether the engine holds a window for this task. */
+  hasTask(taskId: string): boolean {
+    return this.tasks.has(taskId);
+  }
+
+  /** Records findings as already emitted (stored by an earlier run), so rebuilding state does not emit them again. */
+  markEmitted(ids: readonly string[]): void {
+    for (const id of ids) this.emitted.set(id, true);
+  }
+
   /** Events held across all task windows. */
   get eventCount(): number {
     return this.held;

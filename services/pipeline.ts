@@ -73,7 +73,7 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
     { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) },
     redactor ? (v) => redactor.marker(v) : undefined,
   );
-  const detector = new DetectorStage({ bus, store, engine, log, metrics });
+  const detector = new DetectorStage({ bus, store, engine, log, metrics, recoveryWindowMs: cfg.engine.recoveryWindowMs, recoveryEventsPerTask: cfg.engine.recoveryEventsPerTask });
   const correlator = new CorrelatorStage({
     bus,
     store,
@@ -101,7 +101,7 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
     // may still be on their way to storage then, so its pipeline must be empty as well.
     const busy = async (): Promise<boolean> => {
       const [cl, dl] = await Promise.all([correlator.lag(), detector.lag()]);
-      return cl > 0 || dl > 0 || correlator.inFlightOutputs > 0;
+      return cl > 0 || dl > 0 || correlator.inFlightOutputs > 0 || detector.inFlightBatches > 0;
     };
     for (;;) {
       if (!(await busy())) {

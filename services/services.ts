@@ -128,7 +128,7 @@ export async function startDetectorService(cfg: Readonly<Config>, log: Logger): 
   const policy = loadPolicy(cfg.policyFile);
   const redactor = createRedactor(redactionOptions(cfg, policy.redaction));
   const engine = createDetectorEngine(policy, { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) }, redactor ? (v) => redactor.marker(v) : undefined);
-  const stage = new DetectorStage({ bus, store, engine, log, metrics });
+  const stage = new DetectorStage({ bus, store, engine, log, metrics, recoveryWindowMs: cfg.engine.recoveryWindowMs, recoveryEventsPerTask: cfg.engine.recoveryEventsPerTask });
   await stage.start();
   return withHttp('detector', cfg, log, metrics, {
     bus,

@@ -95,6 +95,14 @@ export const EngineConfigSchema = z.strictObject({
   slimEvents: z.boolean().default(true),
   /** Recent event ids remembered to skip redelivered events. Default 50 000 (10 bus batches). */
   dedupWindow: z.number().int().positive().default(50_000),
+  /**
+   * After the detector starts on a store that already holds events, how long tasks it does not
+   * hold are rebuilt from their stored timeline before their next event is evaluated (so a pattern
+   * spanning a crash or a partition hand-over is still found), ms. Default 600 000; 0 disables.
+   */
+  recoveryWindowMs: ms.default(600_000),
+  /** Stored events replayed per task when rebuilding. Default 200. */
+  recoveryEventsPerTask: z.number().int().positive().default(200),
 });
 
 /** Storage (ClickHouse) settings. */

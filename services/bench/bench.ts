@@ -51,6 +51,8 @@ export interface BenchOptions {
   seed: number;
   /** Share of events that are unattributed noise. Default 0.05. */
   noiseRatio?: number;
+  /** Share of agent tasks carrying an injected attack whose detection is checked. Default 0.01. */
+  attackRatio?: number;
   /**
    * `live` (default): durable, fsync'd write-ahead log and wall-clock grace, as `runtrail start`
    * runs. `replay`: no log, event time only, as `runtrail replay` runs.
@@ -102,6 +104,23 @@ export interface BenchResult {
    * (`correlator.graceMs`) by design, so with 5% noise they alone set the overall p99.
    */
   p99_attributed_ms: number;
+  /**
+   * Arrival to finding, ms: for each finding, `emitted_at` minus the arrival (`ingested_at`) of
+   * the last of its evidence events to arrive, i.e. of the event that completed the pattern.
+   * Null when the run produced no finding.
+   */
+  finding_latency: {
+    findings: number;
+    p50_ms: number;
+    p99_ms: number;
+    max_ms: number;
+    /**
+     * p99 over findings whose completing event carried its task id (attribution `direct`), so
+     * no correlation join could hold it back: what the pipeline itself adds. The others include
+     * the wait for a join partner (a request id's span, a session's issuance) that arrives later.
+     */
+    p99_direct_ms: number;
+  } | null;
   /** Peak resident set size over the run (sampled every 100 ms). */
   rss_mb: number;
   peak_open_tasks: number;
@@ -115,6 +134,20 @@ export interface BenchResult {
     rate: number | null;
     seed: number;
     noise_ratio: number;
+    attack_ratio: number;
+  };
+  /**
+   * Injected attacks and the tasks flagged by a finding of severity high or critical: how many
+   * attack tasks were caught, and how many other tasks were flagged (false alarms, or the
+   * fleet's real anomalies such as a long-lived key reused across tasks).
+   */
+  detection: {
+    attack_tasks: number;
+    detected: number;
+    /** Up to five attack task ids without a high or critical finding. */
+    missed_examples: string[];
+    other_tasks_flagged: number;
+    other_tasks: number;
   };
   /** Phases of the timed part, seconds. */
   timing: {
@@ -194,6 +227,14 @@ const LatencyRowSchema = z.object({
   p99: z.coerce.number(),
   max: z.coerce.number(),
   p99_attributed: z.coerce.number(),
+});
+
+const FindingLatencyRowSchema = z.object({
+  n: z.coerce.number(),
+  p50: z.coerce.number(),
+  p99: z.coerce.number(),
+  max: z.coerce.number(),
+  p99_direct: z.coerce.number(),
 });
 
 const BUS_BACKLOG_LINE = /^runtrail_bus_backlog_messages\{topic="([^"]*)"\} (\d+)$/gm;
@@ -293,6 +334,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
       eventsPerTask: opts.eventsPerTask,
       totalEvents: opts.events,
       noiseRatio,
+      attackRatio: opts.attackRatio ?? 0.01,
       startTime: Math.floor(Date.now() / 1000) * 1000 - 3_600_000,
     });
     const generateS = (performance.now() - genStart) / 1000;
@@ -474,6 +516,8 @@ async function measure(
   const elapsedS = (idleAt - t0 + (end - finalStart)) / 1000;
 
   const latency = await storedLatency(pipeline);
+  const findingLatency = await findingLatencyOf(pipeline);
+  const detection = await detectionOf(pipeline, stats);
   fullGc();
   const fin = process.memoryUsage();
   const events = published;
@@ -490,6 +534,7 @@ async function measure(
     p99_ms: latency.p99,
     max_ms: latency.max,
     p99_attributed_ms: latency.p99_attributed,
+    finding_latency: findingLatency,
     rss_mb: round(peaks.rss / MB, 1),
     peak_open_tasks: peaks.openTasks,
     mode: 'embedded',
@@ -501,7 +546,9 @@ async function measure(
       rate: opts.rate ?? null,
       seed: opts.seed,
       noise_ratio: noiseRatio,
+      attack_ratio: opts.attackRatio ?? 0.01,
     },
+    detection,
     timing: {
       parse_s: round((pipeline.ingestor.parseWorkers > 0 ? pipeline.ingestor.workerParseMs : parseMs) / 1000, 3),
       parse_workers: pipeline.ingestor.parseWorkers,
@@ -564,6 +611,54 @@ async function storedLatency(pipeline: Pipeline): Promise<z.infer<typeof Latency
   return LatencyRowSchema.parse(rows[0]);
 }
 
+/**
+ * Arrival-to-finding latency over every stored finding: `emitted_at` (stamped by the detector
+ * stage when the finding comes out of the engine) minus the latest `ingested_at` among its
+ * evidence events. A finding cannot exist before its last piece of evidence arrived, so this is
+ * the delay the pipeline added to the detection.
+ */
+async function findingLatencyOf(pipeline: Pipeline): Promise<BenchResult['finding_latency']> {
+  const rows = await pipeline.store.querySql(
+    `SELECT count() AS n, quantileExact(0.5)(d) AS p50, quantileExact(0.99)(d) AS p99, max(d) AS max,
+            quantileExactIf(0.99)(d, last_attribution = 'direct') AS p99_direct
+     FROM (
+       SELECT f.id, any(f.emitted_ms) - max(toUnixTimestamp64Milli(e.ingested_at)) AS d,
+              argMax(e.attribution, e.ingested_at) AS last_attribution
+       FROM (SELECT id, toUnixTimestamp64Milli(assumeNotNull(emitted_at)) AS emitted_ms, arrayJoin(evidence) AS ev
+             FROM ${TABLE.findings} FINAL WHERE emitted_at IS NOT NULL) AS f
+       INNER JOIN (SELECT toString(event_id) AS event_id, ingested_at, attribution FROM ${TABLE.events}) AS e ON e.event_id = f.ev
+       GROUP BY f.id
+     )`,
+    {},
+    { maxRows: 1, maxSeconds: 120 },
+  );
+  const r = FindingLatencyRowSchema.parse(rows[0]);
+  return r.n === 0 ? null : { findings: r.n, p50_ms: r.p50, p99_ms: r.p99, max_ms: r.max, p99_direct_ms: r.p99_direct };
+}
+
+const FlaggedRowSchema = z.object({ task_id: z.string() });
+
+/** Which tasks a high or critical finding flagged, against the injected attacks. */
+async function detectionOf(pipeline: Pipeline, stats: TrafficStats): Promise<BenchResult['detection']> {
+  const rows = await pipeline.store.querySql(
+    `SELECT DISTINCT task_id FROM ${TABLE.findings} FINAL WHERE severity IN ('high', 'critical') AND task_id != ''`,
+    {},
+    { maxRows: 10_000_000, maxSeconds: 120 },
+  );
+  const flagged = new Set(rows.map((r) => FlaggedRowSchema.parse(r).task_id));
+  const attacks = new Set(stats.attackTasks);
+  const missed = stats.attackTasks.filter((t) => !flagged.has(t));
+  let other = 0;
+  for (const t of flagged) if (!attacks.has(t)) other++;
+  return {
+    attack_tasks: attacks.size,
+    detected: attacks.size - missed.length,
+    missed_examples: missed.slice(0, 5),
+    other_tasks_flagged: other,
+    other_tasks: stats.tasks - attacks.size,
+  };
+}
+
 function round(v: number, digits: number): number {
   const f = 10 ** digits;
   return Math.round(v * f) / f;
@@ -593,6 +688,22 @@ export function formatBenchTable(r: BenchResult): string {
       'arrival->stored',
       `p50 ${n(r.p50_ms)} ms, p99 ${n(r.p99_ms)} ms, max ${n(r.max_ms)} ms; p99 of attributed events ${n(r.p99_attributed_ms)} ms ` +
         '(unattributed ones wait out correlator.graceMs)',
+    ],
+    [
+      'arrival->finding',
+      r.finding_latency === null
+        ? 'no finding in this run'
+        : `p50 ${n(r.finding_latency.p50_ms)} ms, p99 ${n(r.finding_latency.p99_ms)} ms, max ${n(r.finding_latency.max_ms)} ms ` +
+          `over ${n(r.finding_latency.findings)} findings (from the arrival of the last evidence event); ` +
+          `p99 ${n(r.finding_latency.p99_direct_ms)} ms where that event carried its task id (no join wait)`,
+    ],
+    [
+      'attacks',
+      r.detection.attack_tasks === 0
+        ? 'none injected'
+        : `${n(r.detection.detected)} of ${n(r.detection.attack_tasks)} injected attack tasks flagged high/critical` +
+          (r.detection.missed_examples.length > 0 ? ` (missed e.g. ${r.detection.missed_examples.slice(0, 2).join(', ')})` : '') +
+          `; ${n(r.detection.other_tasks_flagged)} of ${n(r.detection.other_tasks)} other tasks flagged`,
     ],
     ['peak RSS', `${n(r.rss_mb)} MiB (baseline ${n(r.memory.baseline_rss_mb)} MiB, bodies ${n(r.memory.bodies_mb)} MiB); peak heap ${n(r.memory.peak_heap_mb)} MiB`],
     ['open tasks', `peak ${n(r.peak_open_tasks)}; ${n(r.memory.idle_open_tasks)} open at idle`],

@@ -49,6 +49,8 @@ Options:
                             (for latency at a given load; default: as fast as the pipeline takes them)
       --seed N              generator seed (default ${DEFAULTS.seed})
       --noise RATIO         share of events that are unattributed noise, 0-0.9 (default 0.05)
+      --attacks RATIO       share of agent tasks carrying an injected prompt-injection attack,
+                            0-1 (default 0.01); the table reports how many were detected
       --mode MODE           live: fsync'd write-ahead log and wall-clock grace, as \`runtrail start\`
                             (default); replay: no log, event time only, as \`runtrail replay\`
       --keep                keep the temporary data directory (path printed at the end)
@@ -82,6 +84,7 @@ Examples:
     rate: { type: 'string' },
     seed: { type: 'string' },
     noise: { type: 'string' },
+    attacks: { type: 'string' },
     mode: { type: 'string' },
     keep: { type: 'boolean' },
     'cpu-prof': { type: 'string' },
@@ -96,6 +99,9 @@ Examples:
     const noiseArg = str(args, 'noise');
     const noiseRatio = noiseArg === undefined ? 0.05 : Number(noiseArg);
     if (!Number.isFinite(noiseRatio) || noiseRatio < 0 || noiseRatio > 0.9) throw new UsageError(`--noise: expected a number from 0 to 0.9, got "${noiseArg}"`);
+    const attacksArg = str(args, 'attacks');
+    const attackRatio = attacksArg === undefined ? 0.01 : Number(attacksArg);
+    if (!Number.isFinite(attackRatio) || attackRatio < 0 || attackRatio > 1) throw new UsageError(`--attacks: expected a number from 0 to 1, got "${attacksArg}"`);
     // Enough events for every one of --tasks to start: their own events plus the noise around them.
     const fleetEvents = Math.ceil((tasks * eventsPerTask) / (1 - noiseRatio));
     const explicitEvents = int(args, 'events');
@@ -141,6 +147,7 @@ Examples:
         rate,
         seed,
         noiseRatio,
+        attackRatio,
         mode: modeArg,
         // Only an explicit --data: a data directory from the config or environment may hold real data.
         dataDir: str(args, 'data'),

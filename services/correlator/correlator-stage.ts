@@ -1,7 +1,7 @@
-import { sleep } from '../../shared/sleep.ts';
 import { deadLetterUndecodable } from '../dead-letters.ts';
 import type { Bus, DeadLetter, MessageBatch, Subscription, UndecodableMessage } from '../../shared/bus/bus.ts';
-import { errorCode, errorMessage } from '../../shared/errors.ts';
+import { errorMessage } from '../../shared/errors.ts';
+import { retryUntilStopped } from '../../shared/retry.ts';
 import { RateLimitedLog, type Logger } from '../../shared/logger.ts';
 import type { MetricsRegistry } from '../../shared/metrics.ts';
 import { Mutex } from '../../shared/mutex.ts';
@@ -51,9 +51,11 @@ const INGEST_TOPICS = [SOURCE_TOPIC.agent, SOURCE_TOPIC.workload, SOURCE_TOPIC.r
  *
  * Pipelined: correlating is synchronous and runs under the stage's mutex; storing and publishing a
  * batch's output run after it, while the next batches are correlated (at most `maxInFlight`
- * outputs outstanding). Inserts start at once and may overlap; the publish, done-marking, task
- * closing and commit of each output run strictly in order, each after its own inserts resolved, so
- * downstream sees outputs in correlation order and the offset tracker never marks an input done
+ * outputs outstanding). Inserts start at once and may overlap. Publishes run strictly in output
+ * order without waiting for the inserts, so downstream sees outputs in correlation order and a
+ * detector sees an event as soon as it is resolved (a finding does not wait out the storage
+ * batch delay). Done-marking, task closing and commit of each output run strictly in order, each
+ * after its own inserts and publish resolved, so the offset tracker never marks an input done
  * before what came of it is stored and published. A failed insert or publish is retried (with
  * backoff, as long as the stage runs); its inputs stay uncommitted meanwhile, so a crash redelivers
  * them.
@@ -68,8 +70,10 @@ export class CorrelatorStage {
   private stopped = false;
   private readonly log: Logger;
   private readonly maxInFlight: number;
-  /** The last output's ordered step (publish, done, close, commit); the next one chains after it. */
+  /** The last output's ordered step (after its inserts and publish: done, close, commit); the next one chains after it. */
   private tail: Promise<void> = Promise.resolve();
+  /** The last output's publish; the next one's publish chains after it, so the timeline keeps output order. */
+  private publishTail: Promise<unknown> = Promise.resolve();
   private inFlight = 0;
   /** Callers waiting for an output slot. */
   private roomWaiters: Array<() => void> = [];
@@ -163,8 +167,11 @@ export class CorrelatorStage {
   }
 
   /**
-   * Hands one output to the pipeline: its inserts start now, its ordered step is chained after the
-   * previous output's. Resolves once there is room for another output in flight.
+   * Hands one output to the pipeline: its inserts start now, its publish is chained after the
+   * previous output's publish (not after its own inserts: detectors see an event as soon as it is
+   * resolved, so a finding does not wait for the storage batch), and its final step (done, close,
+   * commit) after both its inserts and its publish, in output order. Resolves once there is room
+   * for another output in flight.
    */
   private async enqueue(out: CorrelatorOutput, commitEvenIfEmpty = false): Promise<void> {
     if (!commitEvenIfEmpty && out.events.length === 0 && out.bindings.length === 0 && out.done.length === 0 && out.closedTasks.length === 0) return;
@@ -172,15 +179,19 @@ export class CorrelatorStage {
     const stored = Promise.all([
       out.events.length > 0 ? this.retrying('store events', () => store.insertEvents(out.events)) : undefined,
       out.bindings.length > 0 ? this.retrying('store bindings', () => store.insertBindings(out.bindings)) : undefined,
-    ]);
+    ]).then(() => this.observeStored(out));
+    const prevPublish = this.publishTail;
+    const published = (this.publishTail = (async () => {
+      await prevPublish.catch(() => undefined);
+      return this.publish(out);
+    })());
     const prev = this.tail;
     this.inFlight++;
     this.tail = (async () => {
       try {
-        await stored;
-        this.observeStored(out);
+        const [{ handled }] = await Promise.all([published, stored]);
         await prev;
-        await this.downstream(out);
+        this.finishInOrder(out, handled);
       } catch (err) {
         // Only when stopping: the inputs stay uncommitted and are redelivered on the next start.
         this.log.warn({ err: errorMessage(err), events: out.events.length }, 'correlator output abandoned at shutdown');
@@ -199,8 +210,11 @@ export class CorrelatorStage {
     for (const e of out.events) lat.observe((stored - e.ingested_at) / 1000);
   }
 
-  /** The ordered step of one output, after its inserts: publish, mark its inputs done, close tasks, commit. */
-  private async downstream(out: CorrelatorOutput): Promise<void> {
+  /**
+   * Publishes an output's timeline events and bindings. Returns, when the detector's handling is
+   * tracked (`timelineHandled`), the promise that it handled everything published up to here.
+   */
+  private async publish(out: CorrelatorOutput): Promise<{ handled: Promise<void> | undefined }> {
     const { bus, metrics } = this.deps;
     if (out.events.length > 0) {
       // Re-keyed by task so every event of a task lands on one partition downstream.
@@ -212,7 +226,12 @@ export class CorrelatorStage {
       const messages = out.bindings.map((b) => ({ key: b.credential_id, value: b }));
       await this.retrying('publish bindings', () => bus.publish(TOPIC.bindings, messages));
     }
-    const handled = out.events.length > 0 ? this.deps.timelineHandled?.() : undefined;
+    // Wrapped: an async function returning a promise would wait for it here.
+    return { handled: out.events.length > 0 ? this.deps.timelineHandled?.() : undefined };
+  }
+
+  /** Chains an output's final part (after the detector handled it, when tracked) behind the previous one's. */
+  private finishInOrder(out: CorrelatorOutput, handled: Promise<void> | undefined): void {
     const prev = this.finishTail;
     this.finishing++;
     this.finishTail = (async () => {
@@ -248,21 +267,8 @@ export class CorrelatorStage {
     }
   }
 
-  /**
-   * Runs an insert or publish until it succeeds, with exponential backoff, like the bus redelivering
-   * a failed batch. Gives up (rejects) only once the stage is stopping.
-   */
-  private async retrying(what: string, fn: () => Promise<void>): Promise<void> {
-    const base = this.deps.retryBaseMs ?? 200;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (err) {
-        if (this.stopped) throw err;
-        this.retryLog.hit({ what, attempt, code: errorCode(err), err: errorMessage(err) });
-        await sleep(Math.min(5_000, base * 2 ** Math.min(attempt - 1, 10)));
-      }
-    }
+  private retrying(what: string, fn: () => Promise<void>): Promise<void> {
+    return retryUntilStopped(fn, { what, baseMs: this.deps.retryBaseMs ?? 200, stopped: () => this.stopped, log: this.retryLog });
   }
 
   private async commit(): Promise<void> {

@@ -1,10 +1,14 @@
 import { deadLetterUndecodable } from '../dead-letters.ts';
 import type { Bus, MessageBatch, Subscription } from '../../shared/bus/bus.ts';
+import { EVENT_TYPE, type TimelineEvent } from '../../shared/event.ts';
+import { errorMessage } from '../../shared/errors.ts';
+import { BoundedMap } from '../../shared/lru.ts';
 import type { Finding } from '../../shared/finding.ts';
-import type { Logger } from '../../shared/logger.ts';
+import { RateLimitedLog, type Logger } from '../../shared/logger.ts';
 import type { MetricsRegistry } from '../../shared/metrics.ts';
 import { Mutex } from '../../shared/mutex.ts';
-import { GROUP, TOPIC } from '../../shared/names.ts';
+import { GROUP, TABLE, TOPIC } from '../../shared/names.ts';
+import { retryUntilStopped } from '../../shared/retry.ts';
 import type { DetectorEngine } from '../../detectors/engine.ts';
 import type { Store } from '../storage/store.ts';
 
@@ -15,29 +19,74 @@ export interface DetectorStageDeps {
   engine: DetectorEngine;
   log: Logger;
   metrics: MetricsRegistry;
+  /** Batches whose findings may be on their way to storage and the bus at once. Default 4. */
+  maxInFlight?: number;
+  /** First retry delay when storing or publishing findings failed, ms; doubles up to 5 s. Default 200. */
+  retryBaseMs?: number;
+  /**
+   * After a start, how long tasks the engine does not hold are rebuilt from storage before their
+   * first event is evaluated, ms. Default 600 000 (10 min); 0 disables. See {@link DetectorStage}.
+   */
+  recoveryWindowMs?: number;
+  /** Stored events replayed per task when rebuilding. Default 200. */
+  recoveryEventsPerTask?: number;
 }
 
 /**
  * Consumes resolved timeline events, runs the detector engine on each as it arrives, stores and
  * publishes the findings, then commits. Poison timeline messages are dead-lettered.
+ *
+ * Pipelined like the correlator stage: a batch's findings are stamped (`emitted_at`) the moment
+ * the engine returns them, their insert and publish start at once, and the next batch is
+ * evaluated meanwhile, so one batch's storage delay (the writer's batch window) does not hold up
+ * the next batch's findings. Commits run strictly in batch order, each after its own findings
+ * are stored and published (retried with backoff until they are, or the stage stops and leaves
+ * the batch uncommitted for redelivery; finding ids are deterministic, so a redelivered batch
+ * stores nothing twice).
+ *
+ * Restarts: the engine's per-task state lives in memory, so after a crash (or a rebalance that
+ * hands this instance a partition) a running task's next events would be evaluated without what
+ * came before them, and a pattern spanning the restart would be missed. For a while after start
+ * (`recoveryWindowMs`), the first event of a task the engine does not hold, unless it is the
+ * task's start, makes the stage load the task's recent stored events and replay them through the
+ * engine first, with the findings already stored marked as emitted. Identity-wide windows
+ * (blast radius per identity) are not rebuilt: they refill from new traffic.
  */
 export class DetectorStage {
   private sub?: Subscription;
   private readonly mutex = new Mutex();
   private readonly log: Logger;
   private stopped = false;
+  private readonly maxInFlight: number;
+  /** The last batch's commit step; the next one chains after it. */
+  private tail: Promise<void> = Promise.resolve();
+  private inFlight = 0;
+  private roomWaiters: Array<() => void> = [];
+  private readonly retryLog: RateLimitedLog;
+  private readonly startedAt = Date.now();
+  /** Whether tasks may still need rebuilding (see {@link recover}). */
+  private recovering = false;
+  /** Tasks already considered for rebuilding in this run (bounded; a forgotten one is only looked up again). */
+  private readonly recoveryChecked = new BoundedMap<string, true>(100_000);
 
   constructor(private readonly deps: DetectorStageDeps) {
     this.log = deps.log.child({ component: 'detector' });
+    this.maxInFlight = Math.max(1, deps.maxInFlight ?? 4);
+    this.retryLog = new RateLimitedLog(this.log, 'storing or publishing findings failed; retrying');
     deps.metrics.gauge('runtrail_detector_tasks', 'Task timelines held by the detector engine').collect(() => deps.engine.taskCount);
   }
 
   async start(): Promise<void> {
+    // A store without events (a fresh deployment, a benchmark) has no task to rebuild.
+    const windowMs = this.deps.recoveryWindowMs ?? 600_000;
+    this.recovering = windowMs > 0 && (await this.deps.store.querySql(`SELECT 1 AS x FROM ${TABLE.events} LIMIT 1`, {}, { maxRows: 1 })).length > 0;
     this.sub = await this.deps.bus.subscribe({
       groupId: GROUP.detector,
       topics: [TOPIC.timeline],
       fromBeginning: true,
       onBatch: (batch) => this.mutex.run(() => this.handle(batch)),
+      // Before partitions move: let findings in flight land and their batches commit.
+      onRevoke: () => this.mutex.run(() => this.idle()),
     });
   }
 
@@ -45,28 +94,87 @@ export class DetectorStage {
     const { store, bus, engine, metrics } = this.deps;
     metrics.counter('runtrail_events_in_total', 'Events consumed, by stage and topic').inc({ stage: 'detector', topic: batch.topic }, batch.messages.length);
     await deadLetterUndecodable('detector', batch.undecodable, { store, bus, metrics });
-    const findings = engine.process(batch.messages.map((m) => m.value));
-    await this.emit(findings);
-    await this.sub?.commit([{ topic: batch.topic, partition: batch.partition, offset: batch.nextOffset }]);
+    const events = batch.messages.map((m) => m.value);
+    const recovered = await this.recover(events);
+    const emitted = this.emit([...recovered, ...engine.process(events)]);
+    const prev = this.tail;
+    this.inFlight++;
+    this.tail = (async () => {
+      try {
+        await emitted;
+        await prev;
+        await this.sub?.commit([{ topic: batch.topic, partition: batch.partition, offset: batch.nextOffset }]);
+      } catch (err) {
+        // Only when stopping: the batch stays uncommitted and is redelivered on the next start.
+        this.log.warn({ err: errorMessage(err), partition: batch.partition, offset: batch.nextOffset }, 'detector batch abandoned at shutdown');
+      } finally {
+        this.inFlight--;
+        this.roomWaiters.shift()?.();
+      }
+    })();
+    while (this.inFlight >= this.maxInFlight) await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
   }
 
-  /** Runs close-time rules for tasks the correlator closed. */
+  /**
+   * Rebuilds the state of tasks that were running before this start (see the class comment).
+   * Returns findings the replayed history completes that were not stored before.
+   */
+  private async recover(events: readonly TimelineEvent[]): Promise<Finding[]> {
+    if (!this.recovering) return [];
+    if (Date.now() - this.startedAt > (this.deps.recoveryWindowMs ?? 600_000)) {
+      this.recovering = false;
+      return [];
+    }
+    const { engine, store, metrics } = this.deps;
+    const tasks: string[] = [];
+    for (const e of events) {
+      if (!e.task_id || engine.hasTask(e.task_id) || this.recoveryChecked.has(e.task_id)) continue;
+      this.recoveryChecked.set(e.task_id, true);
+      // A task whose first event here is its start has no history to rebuild.
+      if (e.type !== EVENT_TYPE.taskStarted) tasks.push(e.task_id);
+    }
+    if (tasks.length === 0) return [];
+    const opts = { baseMs: this.deps.retryBaseMs ?? 200, stopped: () => this.stopped, log: this.retryLog };
+    const [history, done] = await Promise.all([
+      retryUntilStopped(() => store.recentEvents(tasks, this.deps.recoveryEventsPerTask ?? 200), { ...opts, what: 'load task history' }),
+      retryUntilStopped(() => store.findingIds(tasks), { ...opts, what: 'load task findings' }),
+    ]);
+    if (history.length === 0) return [];
+    engine.markEmitted(done);
+    metrics.counter('runtrail_detector_recovered_tasks_total', 'Tasks whose detector state was rebuilt from storage after a start').inc({}, new Set(history.map((e) => e.task_id)).size);
+    return engine.process(history);
+  }
+
+  /** Runs close-time rules for tasks the correlator closed; resolves once their findings are stored and published. */
   async closeTasks(taskIds: readonly string[]): Promise<void> {
     if (taskIds.length === 0) return;
     await this.mutex.run(() => this.emit(this.deps.engine.close(taskIds)));
   }
 
+  /** Stamps findings now, then stores and publishes them (retried until done or stopping). */
   private async emit(findings: Finding[]): Promise<void> {
     if (findings.length === 0) return;
+    const { store, bus, metrics } = this.deps;
     const now = Date.now();
     const stamped = findings.map((f) => ({ ...f, emitted_at: f.emitted_at ?? now }));
-    await this.deps.store.insertFindings(stamped);
-    await this.deps.bus.publish(TOPIC.findings, stamped.map((f) => ({ key: f.task_id || f.id, value: f })));
-    this.deps.metrics.counter('runtrail_findings_total', 'Findings emitted, by detector and severity');
-    for (const f of stamped) {
-      this.deps.metrics.counter('runtrail_findings_total', 'Findings emitted, by detector and severity').inc({ detector: f.detector, severity: f.severity });
-    }
+    const counter = metrics.counter('runtrail_findings_total', 'Findings emitted, by detector and severity');
+    for (const f of stamped) counter.inc({ detector: f.detector, severity: f.severity });
+    const opts = { baseMs: this.deps.retryBaseMs ?? 200, stopped: () => this.stopped, log: this.retryLog };
+    await Promise.all([
+      retryUntilStopped(() => store.insertFindings(stamped), { ...opts, what: 'store findings' }),
+      retryUntilStopped(() => bus.publish(TOPIC.findings, stamped.map((f) => ({ key: f.task_id || f.id, value: f }))), { ...opts, what: 'publish findings' }),
+    ]);
     this.log.debug({ count: stamped.length }, 'findings emitted');
+  }
+
+  /** Batches evaluated whose findings are not yet stored, published and committed. */
+  get inFlightBatches(): number {
+    return this.inFlight;
+  }
+
+  /** Waits until every evaluated batch is stored, published and committed. */
+  async idle(): Promise<void> {
+    while (this.inFlight > 0) await this.tail;
   }
 
   async lag(): Promise<number> {
@@ -75,7 +183,10 @@ export class DetectorStage {
 
   async shutdown(): Promise<void> {
     if (this.stopped) return;
+    // From here a failing insert or publish gives up instead of retrying: its batch stays
+    // uncommitted and is redelivered on the next start. Batches whose findings succeed still commit.
     this.stopped = true;
     await this.sub?.shutdown();
+    await this.idle();
   }
 }

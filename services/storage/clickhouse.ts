@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { createClient, type ClickHouseClient, type ClickHouseClientConfigOptions } from '@clickhouse/client';
+import { ClickHouseLogLevel, createClient, type ClickHouseClient, type ClickHouseClientConfigOptions, type Logger as ClientLogger } from '@clickhouse/client';
 import { createChdbConnection } from 'chdb/connection';
 import type { StorageConfig } from '../../shared/config.ts';
 import { StorageError, errorMessage } from '../../shared/errors.ts';
@@ -56,8 +56,36 @@ export function isEmbedded(cfg: Cfg): boolean {
 /** HTTP requests may run as long as the longest analyst query allows (store QUERY_LIMITS: 300 s), plus slack. */
 const HTTP_REQUEST_TIMEOUT_MS = 330_000;
 
-function httpClient(cfg: Cfg, url: string, database?: string): ClickHouseClient {
+/**
+ * Routes the client's own log lines into the process's pino logger, at debug: every failure it
+ * logs also reaches Runtrail as a thrown error, which the caller retries and logs (rate-limited),
+ * so at the default level a storage outage is one warning per interval, not a console dump per
+ * request. The client instantiates the class itself, without arguments, hence the closure.
+ */
+function clientLoggerClass(log: Logger): new () => ClientLogger {
+  const child = log.child({ component: 'clickhouse-client' });
+  return class implements ClientLogger {
+    trace(p: { module: string; message: string }): void {
+      child.trace({ module: p.module }, p.message);
+    }
+    debug(p: { module: string; message: string }): void {
+      child.trace({ module: p.module }, p.message);
+    }
+    info(p: { module: string; message: string }): void {
+      child.debug({ module: p.module }, p.message);
+    }
+    warn(p: { module: string; message: string; err?: Error }): void {
+      child.debug({ module: p.module, err: p.err?.message }, p.message);
+    }
+    error(p: { module: string; message: string; err: Error }): void {
+      child.debug({ module: p.module, err: p.err.message }, p.message);
+    }
+  };
+}
+
+function httpClient(cfg: Cfg, url: string, log: Logger, database?: string): ClickHouseClient {
   return createClient({
+    log: { LoggerClass: clientLoggerClass(log), level: ClickHouseLogLevel.WARN },
     url,
     username: cfg.username,
     password: cfg.password,
@@ -102,7 +130,7 @@ export async function createClickHouse(cfg: Cfg, dataDir: string, log: Logger): 
     const url = cfg.clickhouseUrl;
     // A client bound to a database that does not exist yet fails every request, so the database
     // is created through a client on the default one first.
-    const boot = httpClient(cfg, url);
+    const boot = httpClient(cfg, url, log);
     try {
       await boot.command({ query: create });
     } catch (err) {
@@ -110,7 +138,7 @@ export async function createClickHouse(cfg: Cfg, dataDir: string, log: Logger): 
     } finally {
       await boot.close();
     }
-    const client = httpClient(cfg, url, cfg.database);
+    const client = httpClient(cfg, url, log, cfg.database);
     log.info({ backend: 'http', url: redact(url), database: cfg.database }, 'clickhouse connected');
     return client;
   }

@@ -35,6 +35,8 @@ import {
  * resolves only once its rows are stored. Reads deduplicate with FINAL, so replays (at-least-once
  * delivery) never show twice.
  */
+const IdRowSchema = z.object({ id: z.string() });
+
 export interface Store {
   /** Connects and brings the schema up to date. */
   start(): Promise<void>;
@@ -54,6 +56,13 @@ export interface Store {
   timeline(taskId: string, opts?: { limit?: number }): Promise<TimelineEvent[]>;
   /** A task's findings in time order. */
   findings(taskId: string): Promise<Finding[]>;
+  /**
+   * The most recent `perTask` stored events of each given task, in event-time order per task: what
+   * a restarted detector replays to rebuild the state of tasks that were running when it stopped.
+   */
+  recentEvents(taskIds: readonly string[], perTask: number): Promise<TimelineEvent[]>;
+  /** Ids of the findings stored for the given tasks (so a rebuilt state does not emit them again). */
+  findingIds(taskIds: readonly string[]): Promise<string[]>;
   /**
    * Runs one read-only analyst statement with `{name:Type}` parameters. Refuses anything but a
    * read (QueryRejectedError); returns at most `maxRows` rows (default 10 000) and stops after
@@ -335,6 +344,27 @@ LIMIT {n:UInt64}`,
       { task: taskId },
     );
     return decodeAll(rows, decodeFinding, TABLE.findings);
+  }
+
+  async recentEvents(taskIds: readonly string[], perTask: number): Promise<TimelineEvent[]> {
+    if (taskIds.length === 0 || perTask < 1) return [];
+    // Newest first to keep the last `perTask` of each task, then back into event-time order.
+    const rows = await this.select(
+      `SELECT * FROM (
+  SELECT ${EVENT_SELECT} FROM ${this.t(TABLE.events)} FINAL
+  WHERE task_id IN {tasks:Array(String)}
+  ORDER BY task_id, event_time DESC, event_id DESC
+  LIMIT {n:UInt64} BY task_id
+) ORDER BY task_id, event_time_us, event_id`,
+      { tasks: [...taskIds], n: Math.floor(perTask) },
+    );
+    return decodeAll(rows, decodeEvent, TABLE.events);
+  }
+
+  async findingIds(taskIds: readonly string[]): Promise<string[]> {
+    if (taskIds.length === 0) return [];
+    const rows = await this.select(`SELECT DISTINCT id FROM ${this.t(TABLE.findings)} WHERE task_id IN {tasks:Array(String)}`, { tasks: [...taskIds] });
+    return rows.map((r) => IdRowSchema.parse(r).id);
   }
 
   async querySql(

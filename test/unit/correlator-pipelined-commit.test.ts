@@ -104,7 +104,7 @@ function setup(extra: { timelineHandled?: () => Promise<void> } = {}) {
 }
 
 describe('CorrelatorStage pipelined commits', () => {
-  it('correlates the next batch while an insert is in flight, and commits only what is stored, in order', async () => {
+  it('correlates the next batch while an insert is in flight, publishes at once in order, and commits only what is stored', async () => {
     const { local, store, commits, stage } = setup();
     const timeline: string[] = [];
     await local.start();
@@ -119,17 +119,18 @@ describe('CorrelatorStage pipelined commits', () => {
     await until(() => store.calls.length === 2);
     expect(stage.inFlightOutputs).toBe(2);
 
-    // The later batch's insert finishes first: nothing may be committed or published yet.
+    // Detectors see both outputs before storage finishes, in correlation order.
+    await until(() => timeline.length === 6);
+    expect(timeline).toEqual([...a, ...b].map((e) => e.event_id));
+
+    // The later batch's insert finishes first: nothing may be committed yet.
     store.calls[1]?.release();
     await settle();
     expect(commits).toEqual([]);
-    expect(timeline).toEqual([]);
 
     store.calls[0]?.release();
     await until(() => commits.some((c) => c.offset === 6));
     await stage.idle();
-    // Outputs went downstream in correlation order.
-    expect(timeline).toEqual([...a, ...b].map((e) => e.event_id));
     // Every commit covered only stored events.
     for (const c of commits) expect(c.storedAtCommit).toBeGreaterThanOrEqual(c.offset);
     expect(commits.map((c) => c.offset)).toEqual([...commits.map((c) => c.offset)].sort((x, y) => x - y));
