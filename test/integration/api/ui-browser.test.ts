@@ -114,6 +114,8 @@ describe('timeline page in Chromium', () => {
       const row = page.locator(`tr[data-task="${TASK}"]`);
       await row.waitFor({ timeout: 10_000 });
       expect(await row.locator('.sev').textContent()).toMatch(/high|critical/);
+      mkdirSync(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: join(ARTIFACTS, 'task-list.png') });
 
       await page.fill('#filters input[name=credential]', CREDENTIAL);
       await page.click('#filters button[type=submit]');
@@ -148,7 +150,6 @@ describe('timeline page in Chromium', () => {
       expect(await page.locator(`#graph [data-node="${RESOURCE}"]`).count()).toBe(1);
       expect(await page.locator(`#graph line[data-edge="${CREDENTIAL} -> ${RESOURCE}"]`).count()).toBe(1);
 
-      mkdirSync(ARTIFACTS, { recursive: true });
       const shot = join(ARTIFACTS, 'timeline-task.png');
       await page.screenshot({ path: shot, fullPage: true });
       expect(statSync(shot).size).toBeGreaterThan(10_000);
