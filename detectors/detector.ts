@@ -45,6 +45,12 @@ export interface TaskView {
 /** What every detector instance can use besides its config. */
 export interface DetectorContext {
   catalog: ToolCatalog;
+  /**
+   * The collector's redaction marker of a value (`[REDACTED:hmac:...]`), when secrets are redacted
+   * before the bus. Lets a detector follow a value from text where it stayed clear (an injected
+   * instruction) into a field where it was redacted (a `password` argument).
+   */
+  secretMarker?: (value: string) => string;
 }
 
 /** One instance of a detector; holds bounded state (per task, per identity) of its own. */

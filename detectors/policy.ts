@@ -4,6 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import { deepMerge } from '../shared/config.ts';
 import { RuntrailError } from '../shared/errors.ts';
 import { globToRegExp } from '../shared/glob.ts';
+import { RedactionPolicySchema } from '../shared/redaction.ts';
 import { CatalogConfigSchema, ToolCatalog } from './catalog/tool-catalog.ts';
 import type { Detector, DetectorInstance } from './detector.ts';
 import { DetectorEngine, type EngineOptions } from './engine.ts';
@@ -52,6 +53,8 @@ export function policySchema() {
     agents: z
       .record(z.string().min(1), z.strictObject({ detectors: z.record(z.string(), z.record(z.string(), z.unknown())).default({}) }))
       .default({}),
+    /** Secret redaction before storage (applied by the collectors, not by detectors). */
+    redaction: RedactionPolicySchema.default(RedactionPolicySchema.parse({})),
   });
 }
 
@@ -119,9 +122,13 @@ export function configResolver<C>(policy: Policy, detector: Detector<C>): (agent
   };
 }
 
-/** Builds the detector engine for a policy: every registered detector, configured by it. */
-export function createDetectorEngine(policy: Policy, opts: EngineOptions): DetectorEngine {
+/**
+ * Builds the detector engine for a policy: every registered detector, configured by it.
+ * @param secretMarker The collector's redaction marker function, when secrets are redacted.
+ */
+export function createDetectorEngine(policy: Policy, opts: EngineOptions, secretMarker?: (value: string) => string): DetectorEngine {
   const catalog = new ToolCatalog(policy.catalog);
-  const instances: DetectorInstance[] = DETECTORS.map((d) => (d as Detector<unknown>).create(configResolver(policy, d as Detector<unknown>), { catalog }));
+  const ctx = { catalog, ...(secretMarker ? { secretMarker } : {}) };
+  const instances: DetectorInstance[] = DETECTORS.map((d) => (d as Detector<unknown>).create(configResolver(policy, d as Detector<unknown>), ctx));
   return new DetectorEngine(instances, opts);
 }

@@ -8,6 +8,8 @@ import { MetricsRegistry } from '../shared/metrics.ts';
 import { GROUP, TOPIC } from '../shared/names.ts';
 import type { DetectorEngine } from '../detectors/engine.ts';
 import { createDetectorEngine, loadPolicy } from '../detectors/policy.ts';
+import { createRedactor } from '../shared/redaction.ts';
+import { redactionOptions } from '../shared/redaction-key.ts';
 import { setEventValidation } from './collector/adapters/adapter.ts';
 import { Ingestor } from './collector/ingest.ts';
 import { defaultParseWorkers } from './collector/parse-pool.ts';
@@ -63,7 +65,14 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
   const timelineInMemory = bus instanceof LocalBus && opts.mode === 'live' && cfg.bus.durable && cfg.bus.timelineInMemory;
   if (timelineInMemory) bus.keepInMemoryOnly(TOPIC.timeline);
   await bus.start();
-  const engine = createDetectorEngine(loadPolicy(cfg.policyFile), { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) });
+  const policy = loadPolicy(cfg.policyFile);
+  const redaction = redactionOptions(cfg, policy.redaction);
+  const redactor = createRedactor(redaction);
+  const engine = createDetectorEngine(
+    policy,
+    { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) },
+    redactor ? (v) => redactor.marker(v) : undefined,
+  );
   const detector = new DetectorStage({ bus, store, engine, log, metrics, recoveryWindowMs: cfg.engine.recoveryWindowMs, recoveryEventsPerTask: cfg.engine.recoveryEventsPerTask });
   const correlator = new CorrelatorStage({
     bus,
@@ -81,7 +90,10 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
   await detector.start();
   await correlator.start();
   // Parse workers pay off when the bus writes their serialized lines to its log (live mode).
-  const ingestor = new Ingestor(bus, metrics, { parseWorkers: opts.mode === 'live' ? (cfg.collector.parseWorkers ?? defaultParseWorkers()) : 0 });
+  const ingestor = new Ingestor(bus, metrics, {
+    parseWorkers: opts.mode === 'live' ? (cfg.collector.parseWorkers ?? defaultParseWorkers()) : 0,
+    redaction,
+  });
   ingestor.start();
 
   async function waitIdle(): Promise<void> {

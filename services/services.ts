@@ -1,11 +1,15 @@
 import type { Bus, Subscription } from '../shared/bus/bus.ts';
 import { createBus } from '../shared/bus/create-bus.ts';
 import type { Config } from '../shared/config.ts';
-import { sendJson, startHttpServer, type HttpService, type Readiness, type Route } from '../shared/http.ts';
+import { startHttpServer, type HttpService, type Readiness, type Route } from '../shared/http.ts';
 import type { Logger } from '../shared/logger.ts';
 import { MetricsRegistry } from '../shared/metrics.ts';
 import { GROUP, TOPIC } from '../shared/names.ts';
+import { createRedactor } from '../shared/redaction.ts';
+import { redactionOptions } from '../shared/redaction-key.ts';
 import { createDetectorEngine, loadPolicy } from '../detectors/policy.ts';
+import { startApiServer, httpSecurity } from './api/api-server.ts';
+import { assertAccessConfigured } from './api/auth.ts';
 import { collectorRoutes } from './collector/collector-routes.ts';
 import { Ingestor } from './collector/ingest.ts';
 import { CorrelatorStage } from './correlator/correlator-stage.ts';
@@ -42,6 +46,7 @@ interface Parts {
 
 async function withHttp(name: ServiceName, cfg: Readonly<Config>, log: Logger, metrics: MetricsRegistry, parts: Parts, host: string, port: number): Promise<RunningService> {
   const http = await startHttpServer({
+    ...(name === 'collector' ? httpSecurity(cfg, log, metrics) : {}),
     host,
     port,
     routes: parts.routes ?? [],
@@ -81,10 +86,11 @@ async function openStore(cfg: Readonly<Config>, log: Logger, metrics: MetricsReg
 
 /** Collector: HTTP ingest onto the bus. Needs no storage: acknowledged = on the bus. */
 export async function startCollectorService(cfg: Readonly<Config>, log: Logger): Promise<RunningService> {
+  assertAccessConfigured(cfg.api, cfg.collector.host, 'collector');
   const metrics = new MetricsRegistry();
   const bus = createBus(cfg, log, metrics, { durable: true });
   await bus.start();
-  const ingestor = new Ingestor(bus, metrics);
+  const ingestor = new Ingestor(bus, metrics, { redaction: redactionOptions(cfg, loadPolicy(cfg.policyFile).redaction) });
   const routes = collectorRoutes({ cfg: cfg.collector, ingestor, log: log.child({ component: 'collector' }), metrics });
   return withHttp('collector', cfg, log, metrics, { bus, routes, stop: () => bus.shutdown() }, cfg.collector.host, cfg.collector.port);
 }
@@ -119,7 +125,9 @@ export async function startDetectorService(cfg: Readonly<Config>, log: Logger): 
   const store = await openStore(cfg, log, metrics);
   const bus = createBus(cfg, log, metrics, { durable: true });
   await bus.start();
-  const engine = createDetectorEngine(loadPolicy(cfg.policyFile), { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) });
+  const policy = loadPolicy(cfg.policyFile);
+  const redactor = createRedactor(redactionOptions(cfg, policy.redaction));
+  const engine = createDetectorEngine(policy, { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) }, redactor ? (v) => redactor.marker(v) : undefined);
   const stage = new DetectorStage({ bus, store, engine, log, metrics, recoveryWindowMs: cfg.engine.recoveryWindowMs, recoveryEventsPerTask: cfg.engine.recoveryEventsPerTask });
   await stage.start();
   let lastLag = 0;
@@ -181,23 +189,35 @@ export async function startAlerterService(cfg: Readonly<Config>, log: Logger, ou
   }, cfg.service.healthHost, cfg.service.healthPort);
 }
 
-/** API: analysts' read access to timelines and findings. */
+/** API: analysts' read access (`services/api/`), on `api.host:api.port`, with `/healthz` `/readyz` `/metrics`. */
 export async function startApiService(cfg: Readonly<Config>, log: Logger): Promise<RunningService> {
   const metrics = new MetricsRegistry();
   const store = await openStore(cfg, log, metrics);
-  const routes: Route[] = [
-    {
-      method: 'GET',
-      path: '/v1/tasks/:taskId/timeline',
-      handler: async (_req, res, params) => {
-        const taskId = params.taskId ?? '';
-        const [events, findings] = await Promise.all([store.timeline(taskId), store.findings(taskId)]);
-        if (events.length === 0 && findings.length === 0) return sendJson(res, 404, { error: 'not_found', message: `no events for task ${taskId}` });
-        sendJson(res, 200, { task_id: taskId, events, findings });
-      },
+  const readiness = async (): Promise<Readiness> => {
+    const ok = await store.ping();
+    return { ready: ok, checks: { store: ok } };
+  };
+  let http: HttpService;
+  try {
+    http = await startApiServer({ cfg, store, log, metrics, readiness });
+  } catch (err) {
+    await store.shutdown();
+    throw err;
+  }
+  let stopped: Promise<void> | undefined;
+  return {
+    name: 'api',
+    http,
+    store,
+    shutdown() {
+      stopped ??= (async () => {
+        await http.close();
+        await store.shutdown();
+        log.info({ service: 'api' }, 'service stopped');
+      })();
+      return stopped;
     },
-  ];
-  return withHttp('api', cfg, log, metrics, { store, routes, stop: () => store.shutdown() }, cfg.service.healthHost, cfg.service.healthPort);
+  };
 }
 
 /** Starts a service by name. */

@@ -175,6 +175,68 @@ export const ServiceConfigSchema = z.strictObject({
   healthHost: z.string().default('127.0.0.1'),
 });
 
+
+/** API roles: `ingest` for shippers, `analyst` for reading, `admin` for everything (policy, SQL, ingest). */
+export const API_ROLES = ['ingest', 'analyst', 'admin'] as const;
+export type ApiRole = (typeof API_ROLES)[number];
+
+/** One API token. The token itself is never in config: only its SHA-256 (`runtrail token hash`). */
+export const ApiTokenSchema = z.strictObject({
+  /** Who holds it (logs, rate limit bucket). Unique. */
+  name: z.string().min(1),
+  role: z.enum(API_ROLES),
+  /** Lowercase hex SHA-256 of the token. */
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 lowercase hex characters (runtrail token hash)'),
+  /** Expiry, RFC 3339 (e.g. `2027-01-01T00:00:00Z`); unset = no expiry. */
+  expiresAt: z.iso.datetime({ offset: true }).optional(),
+  /** A revoked token is refused (401) but kept in config so its name stays reserved. Default false. */
+  revoked: z.boolean().default(false),
+});
+export type ApiToken = z.infer<typeof ApiTokenSchema>;
+
+/** Analyst API and access control (also guards the collector's ingest endpoints). */
+export const ApiConfigSchema = z.strictObject({
+  /** Interface the API (and the `/ui` page) binds. Default `127.0.0.1`. */
+  host: z.string().default('127.0.0.1'),
+  /** API port. Default 8080. 0 picks a free port. */
+  port: port.default(8080),
+  /**
+   * Tokens. Empty = no authentication, allowed only while every server listens on loopback;
+   * servers bound beyond loopback refuse to start without tokens.
+   */
+  tokens: z
+    .array(ApiTokenSchema)
+    .default([])
+    .refine((ts) => new Set(ts.map((t) => t.name)).size === ts.length, 'token names must be unique'),
+  /** Per-token rate limit: sustained requests per second. Default 20. */
+  rateLimitPerSecond: z.number().positive().default(20),
+  /** Per-token rate limit: burst size, requests. Default 100. */
+  rateLimitBurst: z.number().int().positive().default(100),
+  /** Origins allowed by CORS (exact match, or `*`). Default none: CORS off. */
+  corsOrigins: z.array(z.string().min(1)).default([]),
+  /** PEM certificate file; with `tlsKeyFile`, the API and collector serve HTTPS. */
+  tlsCertFile: z.string().min(1).optional(),
+  /** PEM private key file for `tlsCertFile`. */
+  tlsKeyFile: z.string().min(1).optional(),
+  /** Rows a `POST /v1/sql` query returns at most. Default 10 000. */
+  sqlMaxRows: z.number().int().positive().max(1_000_000).default(10_000),
+  /** Time limit of a `POST /v1/sql` query, seconds. Default 30. */
+  sqlMaxSeconds: z.number().int().positive().max(300).default(30),
+  /** Largest page a list endpoint returns, items. Default 500 (default page 50). */
+  maxPageSize: z.number().int().positive().default(500),
+  /** Events a timeline response carries at most. Default 10 000. */
+  maxTimelineEvents: z.number().int().positive().default(10_000),
+}).refine((a) => (a.tlsCertFile === undefined) === (a.tlsKeyFile === undefined), 'set both tlsCertFile and tlsKeyFile, or neither');
+
+/** Secret redaction (what is redacted is in the policy's `redaction` section). */
+export const RedactionConfigSchema = z.strictObject({
+  /**
+   * HMAC key for redacted values (at least 16 characters). Unset = a random key generated once and
+   * kept in `<dataDir>/redaction.key`. Set the same key on every collector so equal secrets hash equal.
+   */
+  key: z.string().min(16).optional(),
+});
+
 /** The whole configuration. */
 export const ConfigSchema = z.strictObject({
   /** Data directory for the embedded store and write-ahead log. Default `./data`. */
@@ -190,6 +252,8 @@ export const ConfigSchema = z.strictObject({
   bus: BusConfigSchema.default(BusConfigSchema.parse({})),
   kafka: KafkaConfigSchema.default(KafkaConfigSchema.parse({})),
   service: ServiceConfigSchema.default(ServiceConfigSchema.parse({})),
+  api: ApiConfigSchema.default(ApiConfigSchema.parse({})),
+  redaction: RedactionConfigSchema.default(RedactionConfigSchema.parse({})),
 });
 export type Config = z.infer<typeof ConfigSchema>;
 /** Partial configuration as written in a file or passed as overrides. */
@@ -218,7 +282,23 @@ export const ENV_VARS: Readonly<Record<string, { path: string; parse: (v: string
   KAFKA_GROUP_PREFIX: { path: 'kafka.groupPrefix', parse: String },
   KAFKA_PARTITIONS: { path: 'kafka.partitions', parse: Number },
   KAFKA_REPLICATION_FACTOR: { path: 'kafka.replicationFactor', parse: Number },
+  RUNTRAIL_API_HOST: { path: 'api.host', parse: String },
+  RUNTRAIL_API_PORT: { path: 'api.port', parse: Number },
+  RUNTRAIL_API_TOKENS: { path: 'api.tokens', parse: parseJsonEnv },
+  RUNTRAIL_CORS_ORIGINS: { path: 'api.corsOrigins', parse: (v) => v.split(',').map((s) => s.trim()).filter(Boolean) },
+  RUNTRAIL_TLS_CERT_FILE: { path: 'api.tlsCertFile', parse: String },
+  RUNTRAIL_TLS_KEY_FILE: { path: 'api.tlsKeyFile', parse: String },
+  RUNTRAIL_REDACTION_KEY: { path: 'redaction.key', parse: String },
 });
+
+/** A JSON-valued environment variable; text that is not JSON is passed on for the schema to reject. */
+function parseJsonEnv(v: string): unknown {
+  try {
+    return JSON.parse(v);
+  } catch {
+    return v;
+  }
+}
 
 type Obj = Record<string, unknown>;
 
@@ -329,3 +409,4 @@ export type StorageConfig = z.infer<typeof StorageConfigSchema>;
 export type BusConfig = z.infer<typeof BusConfigSchema>;
 export type KafkaConfig = z.infer<typeof KafkaConfigSchema>;
 export type ServiceConfig = z.infer<typeof ServiceConfigSchema>;
+export type ApiConfig = z.infer<typeof ApiConfigSchema>;

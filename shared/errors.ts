@@ -81,6 +81,31 @@ export class ConfigError extends RuntrailError {
   }
 }
 
+/**
+ * A request is refused by access control. `status` is the HTTP answer: 401 (no, unknown, expired
+ * or revoked token), 403 (the token's role may not do this), 429 (rate limit). The message never
+ * names the token or its hash.
+ */
+export class AccessError extends RuntrailError {
+  /** HTTP status to answer with. */
+  readonly status: 401 | 403 | 429;
+  /** Seconds to wait before retrying (429 only). */
+  readonly retryAfterS: number | undefined;
+
+  constructor(status: 401 | 403 | 429, message: string, retryAfterS?: number) {
+    super(status === 401 ? 'unauthenticated' : status === 403 ? 'forbidden' : 'rate_limited', message, { retriable: status === 429 });
+    this.status = status;
+    this.retryAfterS = retryAfterS;
+  }
+}
+
+/** A request's parameters are invalid (HTTP 400); the message names the parameter. */
+export class RequestError extends RuntrailError {
+  constructor(message: string) {
+    super('request_invalid', message);
+  }
+}
+
 /** True when `err` is known to be retriable. Unknown errors are treated as retriable infrastructure faults. */
 export function isRetriable(err: unknown): boolean {
   if (err instanceof RuntrailError) return err.retriable;

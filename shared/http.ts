@@ -1,5 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { ApiRole } from './config.ts';
+import { AccessError, RequestError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import type { MetricsRegistry } from './metrics.ts';
 
@@ -16,7 +20,17 @@ export interface Route {
   method: 'GET' | 'POST';
   path: string;
   handler: RouteHandler;
+  /**
+   * Role a caller needs when the server has a {@link HttpServerOptions.guard} (`admin` passes
+   * every check). Unset = `admin`. Ignored when `public` is true.
+   */
+  role?: ApiRole;
+  /** Served without a token (static assets holding no data, the OpenAPI document). */
+  public?: boolean;
 }
+
+/** Access control run before every non-public route; throws {@link AccessError} to refuse. */
+export type RouteGuard = (req: IncomingMessage, route: Route) => void;
 
 /** Readiness check result. */
 export interface Readiness {
@@ -34,6 +48,12 @@ export interface HttpServerOptions {
   readiness: () => Promise<Readiness> | Readiness;
   /** Request timeout, ms. */
   requestTimeoutMs?: number;
+  /** Access control for routes; none = every route is open (loopback development). */
+  guard?: RouteGuard;
+  /** Origins allowed by CORS (exact, or `*`); empty or unset = no CORS headers at all. */
+  corsOrigins?: readonly string[];
+  /** PEM files: serve HTTPS instead of HTTP. */
+  tls?: { certFile: string; keyFile: string };
 }
 
 /** A running HTTP server. */
@@ -84,21 +104,50 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
         const got = segs[i] as string;
         if (want.startsWith(':')) {
           if (got === '') ok = false;
-          else params[want.slice(1)] = decodeURIComponent(got);
+          else params[want.slice(1)] = decodeSegment(got);
         } else if (want !== got) ok = false;
       }
       if (ok) return { routes: p.routes, params, label: p.parts.join('/') };
     }
     return undefined;
   }
+  /** Metrics label of a path: its route pattern, never the raw path (bounded label values). */
+  function label(path: string): string {
+    try {
+      return match(path)?.label ?? (isBuiltin(path) ? path : 'other');
+    } catch {
+      return 'other';
+    }
+  }
   let closing = false;
-  const server = createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
-    res.on('finish', () => requests.inc({ path: match(path)?.label ?? (isBuiltin(path) ? path : 'other'), status: String(res.statusCode) }));
+    res.on('finish', () => requests.inc({ path: label(path), status: String(res.statusCode) }));
     void handle(path, req, res);
-  });
+  };
+  const server: Server = opts.tls
+    ? createTlsServer({ cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) }, onRequest)
+    : createServer(onRequest);
+  const cors = opts.corsOrigins ?? [];
+  /** Adds CORS headers for an allowed origin; true when the request was a preflight (answered). */
+  function applyCors(req: IncomingMessage, res: ServerResponse): boolean {
+    const origin = req.headers.origin;
+    if (cors.length === 0 || origin === undefined) return false;
+    if (!cors.includes('*') && !cors.includes(origin)) return false;
+    res.setHeader('access-control-allow-origin', cors.includes('*') ? '*' : origin);
+    res.setHeader('vary', 'Origin');
+    if (req.method !== 'OPTIONS') return false;
+    res.writeHead(204, {
+      'access-control-allow-methods': 'GET, POST',
+      'access-control-allow-headers': 'authorization, content-type, content-encoding',
+      'access-control-max-age': '600',
+    });
+    res.end();
+    return true;
+  }
   async function handle(path: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
+      if (applyCors(req, res)) return;
       if (req.method === 'GET' && path === '/healthz') return sendJson(res, 200, { status: 'ok' });
       if (req.method === 'GET' && path === '/readyz') {
         const r = closing ? { ready: false, checks: { shutting_down: true } } : await opts.readiness();
@@ -118,8 +167,17 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
         return sendJson(res, 405, { error: 'method_not_allowed', message: `${path} accepts ${routes.map((r) => r.method).join(', ')}` }, { allow: routes.map((r) => r.method).join(', ') });
       }
       if (closing) return sendJson(res, 503, { error: 'shutting_down', message: 'server is shutting down; retry on another instance' }, { 'retry-after': '5' });
+      if (opts.guard && route.public !== true) opts.guard(req, route);
       await route.handler(req, res, params);
     } catch (err) {
+      if (err instanceof AccessError && !res.headersSent) {
+        const headers: Record<string, string> = {};
+        if (err.status === 401) headers['www-authenticate'] = 'Bearer realm="runtrail"';
+        if (err.retryAfterS !== undefined) headers['retry-after'] = String(err.retryAfterS);
+        req.resume();
+        return sendJson(res, err.status, { error: err.code, message: err.message }, headers);
+      }
+      if (err instanceof RequestError && !res.headersSent) return sendJson(res, 400, { error: err.code, message: err.message });
       opts.log.error({ err, path }, 'request handler failed');
       if (!res.headersSent) sendJson(res, 500, { error: 'internal', message: 'internal error; see server logs' });
       else res.destroy();
@@ -140,7 +198,7 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
   return {
     server,
     port,
-    url: `http://${hostForUrl === '0.0.0.0' ? '127.0.0.1' : hostForUrl}:${port}`,
+    url: `${opts.tls ? 'https' : 'http'}://${hostForUrl === '0.0.0.0' ? '127.0.0.1' : hostForUrl}:${port}`,
     close() {
       closing = true;
       closed ??= new Promise<void>((resolve) => {
@@ -150,6 +208,15 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
       return closed;
     },
   };
+}
+
+/** A `:name` path segment, percent-decoded; a malformed escape is the client's fault (400). */
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new RequestError(`path segment "${segment.slice(0, 100)}" is not valid percent-encoding`);
+  }
 }
 
 function isBuiltin(path: string): boolean {

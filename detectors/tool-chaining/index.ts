@@ -132,6 +132,7 @@ class ToolChainingInstance implements DetectorInstance {
       const cfg = this.configFor(agentId);
       st = new TaskState(taskId, cfg.limits.max_steps_per_task, cfg.limits.max_values_per_task);
       st.agentId = agentId;
+      st.secretMarker = this.ctx.secretMarker;
       this.tasks.set(taskId, st);
     } else if (!st.agentId && event.agent_id) st.agentId = event.agent_id;
     return st;

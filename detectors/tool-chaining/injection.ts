@@ -101,10 +101,19 @@ interface Flow {
   score: number;
 }
 
-/** Values of an argument leaf, as join keys. */
+/** A redaction marker inside argument text (see {@link secretKey}). */
+const REDACTED = /\[REDACTED:hmac:[0-9a-f]{16}\]/g;
+
+/** Join key of a redacted secret: its marker, which an untrusted text's clear value maps to as well. */
+function secretKey(marker: string): string {
+  return `secret:${marker}`;
+}
+
+/** Values of an argument leaf, as join keys (redaction markers included). */
 function leafKeys(leaf: ArgumentLeaf, minLength: number): Set<string> {
   const keys = new Set<string>();
   for (const v of extractValues(decodeEscapes(leaf.value), { minLength })) for (const k of valueKeys(v)) keys.add(k);
+  for (const m of leaf.value.matchAll(REDACTED)) keys.add(secretKey(m[0]));
   return keys;
 }
 
@@ -203,6 +212,8 @@ function track(state: TaskState, source: TimelineEvent, seq: number, a: TextAnal
   const ref = evidenceRef(source);
   for (const v of found) {
     const keys = valueKeys(v);
+    // Where the collector redacts secrets, the same value in a secret-named argument arrives as its marker.
+    if (state.secretMarker) keys.push(secretKey(state.secretMarker(v.raw)));
     const primary = keys[0] as string;
     if (state.isTrusted(primary, v.norm)) continue;
     // Written by the agent before this output carried it: not entered through untrusted output.

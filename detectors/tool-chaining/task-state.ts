@@ -104,6 +104,8 @@ export class TaskState {
   prevTool: string | undefined;
   /** Steps, values and transitions dropped by the bounds. */
   dropped = 0;
+  /** Redaction marker of a value (see DetectorContext.secretMarker); unset when nothing is redacted. */
+  secretMarker: ((value: string) => string) | undefined;
 
   constructor(
     readonly taskId: string,

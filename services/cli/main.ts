@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { parseCommandArgs, reportError, type Command, type Io } from './command.ts';
+import { ANALYST_COMMANDS } from './analyst-commands.ts';
 import { benchCommand } from './bench-command.ts';
 import { evalCommand } from './eval-command.ts';
 import { policyCommand } from './policy-command.ts';
@@ -8,9 +9,21 @@ import { schemaCommand } from './schema-command.ts';
 import { sqlCommand } from './sql-command.ts';
 import { SERVICE_COMMANDS } from './service-commands.ts';
 import { startCommand } from './start-command.ts';
+import { tokenCommand } from './token-command.ts';
 
 /** Every subcommand, in help order. */
-export const COMMANDS: readonly Command[] = [startCommand, replayCommand, evalCommand, sqlCommand, policyCommand, schemaCommand, benchCommand, ...SERVICE_COMMANDS];
+export const COMMANDS: readonly Command[] = [
+  startCommand,
+  replayCommand,
+  evalCommand,
+  ...ANALYST_COMMANDS,
+  sqlCommand,
+  tokenCommand,
+  policyCommand,
+  schemaCommand,
+  benchCommand,
+  ...SERVICE_COMMANDS,
+];
 
 function version(): string {
   const pkg: unknown = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));

@@ -25,9 +25,9 @@ const DESCRIPTIONS: Record<ServiceName, { summary: string; body: string; http: s
     http: 'health and metrics on service.healthHost:service.healthPort (default 127.0.0.1:9464)',
   },
   api: {
-    summary: 'distributed mode: read API over the store (task timelines and findings)',
-    body: 'Serves GET /v1/tasks/{task_id}/timeline (events in order and findings) from ClickHouse.',
-    http: 'listens on service.healthHost:service.healthPort (default 127.0.0.1:9464)',
+    summary: 'distributed mode: analyst API and the /ui timeline page over the store',
+    body: 'Serves /v1/tasks, /v1/tasks/{task_id}/timeline, /v1/findings, /v1/incidents, /v1/identities/{id},\nPOST /v1/sql, /v1/openapi.json and the /ui page from ClickHouse. Beyond loopback it needs api.tokens.',
+    http: 'listens on api.host:api.port (default 127.0.0.1:8080): API, /ui, /healthz, /readyz, /metrics',
   },
 };
 
@@ -54,7 +54,11 @@ Example:
     async run(args, io) {
       const port = int(args, 'port');
       const extra: Record<string, unknown> = {};
-      if (port !== undefined) extra[name === 'collector' ? 'collector' : 'service'] = name === 'collector' ? { port } : { healthPort: port };
+      if (port !== undefined) {
+        if (name === 'collector') extra.collector = { port };
+        else if (name === 'api') extra.api = { port };
+        else extra.service = { healthPort: port };
+      }
       const cfg = configFromArgs(args, extra);
       // The API only reads storage; every other service lives on Kafka.
       if (name !== 'api' && !isDistributed(cfg)) throw new UsageError(`runtrail ${name} runs in distributed mode and needs Kafka: set KAFKA_BROKERS (or kafka.brokers in the config file), or use \`runtrail start\` for the embedded mode`);

@@ -5,25 +5,28 @@ import { COMMON_HELP, configFromArgs, int, str, type Command } from './command.t
 /** `runtrail start`: the whole pipeline in one process (embedded mode). */
 export const startCommand: Command = {
   name: 'start',
-  summary: 'run the whole pipeline in one process (collectors, correlator, detectors, store)',
+  summary: 'run the whole pipeline in one process (collectors, correlator, detectors, store, API and /ui)',
   help: `Usage: runtrail start [options]
 
 Runs Runtrail embedded: the HTTP collectors (OTLP/HTTP and the other ingest endpoints), the
-correlator, the detectors and the ClickHouse engine (chDB) in one process, with an in-process
-bus whose write-ahead log lives under the data directory. Stops gracefully on SIGINT/SIGTERM,
+correlator, the detectors, the ClickHouse engine (chDB) and the analyst API with its timeline page
+(/ui) in one process, with an in-process bus whose write-ahead log lives under the data directory. Stops gracefully on SIGINT/SIGTERM,
 flushing everything that was acknowledged.
 
 Options:
       --host HOST       interface to bind (default 127.0.0.1); also RUNTRAIL_HOST
   -p, --port PORT       collector port (default 4318); also RUNTRAIL_PORT
+      --api-port PORT   analyst API and /ui port (default 8080); also RUNTRAIL_API_PORT
 ${COMMON_HELP}
 
-Endpoints: POST /v1/traces /v1/logs /v1/ingest/{cloudtrail,vault,k8s-audit,falco} /v1/events,
-GET /healthz /readyz /metrics.
+Endpoints: collector POST /v1/traces /v1/logs /v1/ingest/{cloudtrail,vault,k8s-audit,falco}
+/v1/events; API GET /v1/tasks /v1/findings /v1/incidents /v1/identities/ID /v1/openapi.json, POST
+/v1/sql, the page at /ui; both GET /healthz /readyz /metrics. Binding beyond loopback needs
+api.tokens (see \`runtrail token\`).
 
 Example:
   runtrail start --data ./data --port 4318`,
-  options: { host: { type: 'string' }, port: { type: 'string', short: 'p' } },
+  options: { host: { type: 'string' }, port: { type: 'string', short: 'p' }, 'api-port': { type: 'string' } },
   allowPositionals: false,
   async run(args, io) {
     const collector: Record<string, unknown> = {};
@@ -31,12 +34,13 @@ Example:
     const port = int(args, 'port');
     if (host) collector.host = host;
     if (port !== undefined) collector.port = port;
-    const cfg = configFromArgs(args, Object.keys(collector).length ? { collector } : {});
+    const apiPort = int(args, 'api-port');
+    const cfg = configFromArgs(args, { ...(Object.keys(collector).length ? { collector } : {}), ...(apiPort !== undefined ? { api: { port: apiPort } } : {}) });
     const log = createRootLogger(cfg.logLevel);
     const server = await startEmbedded(cfg, log);
     const { http } = server;
     log.info({ url: http.url, dataDir: cfg.dataDir }, 'runtrail embedded pipeline listening');
-    io.err(`runtrail listening on ${http.url} (data in ${cfg.dataDir}); Ctrl-C to stop\n`);
+    io.err(`runtrail listening on ${http.url}, analyst API and page on ${server.api.url}/ui (data in ${cfg.dataDir}); Ctrl-C to stop\n`);
     await new Promise<void>((resolve) => {
       const stop = (signal: string) => {
         log.info({ signal }, 'shutting down');

@@ -102,11 +102,12 @@ export function mediaType(header: string | undefined): string {
 
 const PROTOBUF_TYPES = new Set(['application/x-protobuf', 'application/protobuf']);
 
-/** Builds the collector's routes. */
+/** Builds the collector's routes; with tokens configured they need the `ingest` role. */
 export function collectorRoutes(deps: CollectorDeps): Route[] {
   return Object.entries(INGEST_ENDPOINTS).map(([path, format]) => ({
     method: 'POST' as const,
     path,
+    role: 'ingest' as const,
     handler: (req: IncomingMessage, res: ServerResponse) => handleIngest(deps, ADAPTERS[format], path, req, res),
   }));
 }

@@ -2,6 +2,7 @@ import type { Bus, OutgoingMessage } from '../../shared/bus/bus.ts';
 import type { CanonicalEvent } from '../../shared/event.ts';
 import type { MetricsRegistry } from '../../shared/metrics.ts';
 import { SOURCE_TOPIC } from '../../shared/names.ts';
+import { createRedactor, type Redactor, type RedactorOptions } from '../../shared/redaction.ts';
 import { eventValidation, type Adapter, type Rejection } from './adapters/adapter.ts';
 import { ParsePool, type ParsedBody, type SerializedTopic, type SourceTopicId } from './parse-pool.ts';
 
@@ -48,6 +49,11 @@ export interface IngestorOptions {
    * thread. Workers only pay off with a bus that takes their serialized lines (the LocalBus).
    */
   parseWorkers?: number;
+  /**
+   * Secret redaction, applied to every event before it is published (in the parse workers when
+   * there are any), so neither the bus nor storage ever holds a clear secret. Unset = off.
+   */
+  redaction?: RedactorOptions;
 }
 
 /**
@@ -88,17 +94,20 @@ export function serializeForBus(events: readonly CanonicalEvent[], now: number):
  */
 export class Ingestor {
   private pool: ParsePool | undefined;
+  private readonly redactor: Redactor | undefined;
 
   constructor(
     private readonly bus: Bus,
     private readonly metrics: MetricsRegistry,
     private readonly opts: IngestorOptions = {},
-  ) {}
+  ) {
+    this.redactor = createRedactor(opts.redaction);
+  }
 
   /** Starts the parse workers, if any. */
   start(): void {
     const n = this.opts.parseWorkers ?? 0;
-    if (n > 0 && !this.pool && takesSerialized(this.bus)) this.pool = new ParsePool(n, eventValidation());
+    if (n > 0 && !this.pool && takesSerialized(this.bus)) this.pool = new ParsePool(n, eventValidation(), this.opts.redaction);
   }
 
   /** Worker time spent converting bodies so far, ms (0 without workers). */
@@ -127,7 +136,8 @@ export class Ingestor {
   async prepare(adapter: Adapter, body: Buffer, contentType: string): Promise<PreparedBody> {
     if (!this.pool) {
       const parsed = adapter.parse(body, contentType);
-      return { format: adapter.format, accepted: parsed.events.length, rejected: parsed.rejected, records: parsed.records, skipped: parsed.skipped, topics: this.group(parsed.events) };
+      if (this.redactor) for (const e of parsed.events) this.redactor.redactEvent(e);
+      return { format: adapter.format, accepted: parsed.events.length, rejected: parsed.rejected, records: parsed.records, skipped: parsed.skipped, topics: this.group(parsed.events, true) };
     }
     return fromWorker(adapter.format, await this.pool.parse(adapter.format, contentType, body));
   }
@@ -150,10 +160,12 @@ export class Ingestor {
    */
   async publish(events: readonly CanonicalEvent[]): Promise<void> {
     if (events.length === 0) return;
-    await this.publishPrepared({ format: '', accepted: events.length, rejected: [], records: events.length, skipped: 0, topics: this.group(events) });
+    await this.publishPrepared({ format: '', accepted: events.length, rejected: [], records: events.length, skipped: 0, topics: this.group(events, false) });
   }
 
-  private group(events: readonly CanonicalEvent[]): PreparedBody['topics'] {
+  /** Groups events by ingest topic; `alreadyRedacted` when they came through {@link prepare}. */
+  private group(events: readonly CanonicalEvent[], alreadyRedacted = true): PreparedBody['topics'] {
+    const redact = alreadyRedacted ? undefined : this.redactor;
     const now = Date.now();
     const bySource = {
       agent: [] as OutgoingMessage<SourceTopicId>[],
@@ -161,13 +173,14 @@ export class Ingestor {
       resource: [] as OutgoingMessage<SourceTopicId>[],
     };
     for (const e of events) {
-      let value = e;
-      if (e.ingested_at === undefined) {
+      // Events handed in directly (replay, benchmarks) are redacted here; a worker's were already.
+      let value = redact ? redact.redactEvent(e) : e;
+      if (value.ingested_at === undefined) {
         // A frozen event (a test fixture, say) cannot take the stamp: it gets a copy.
-        if (Object.isExtensible(e)) (e as { ingested_at?: number }).ingested_at = now;
-        else value = { ...e, ingested_at: now };
+        if (Object.isExtensible(value)) (value as { ingested_at?: number }).ingested_at = now;
+        else value = { ...value, ingested_at: now };
       }
-      bySource[e.source].push({ key: ingestKey(e), value });
+      bySource[value.source].push({ key: ingestKey(value), value });
     }
     return SOURCES.filter((s) => bySource[s].length > 0).map((s) => ({ topic: SOURCE_TOPIC[s], messages: bySource[s] }));
   }

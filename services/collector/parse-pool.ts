@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { BodyError, RecordError, RuntrailError } from '../../shared/errors.ts';
 import type { SOURCE_TOPIC } from '../../shared/names.ts';
+import type { RedactorOptions } from '../../shared/redaction.ts';
 import type { EventValidation, Rejection } from './adapters/adapter.ts';
 
 /**
@@ -70,9 +71,10 @@ export class ParsePool {
   /** Total worker time spent converting bodies, ms. */
   parseMs = 0;
 
-  constructor(size: number, validation: EventValidation) {
+  /** @param redaction Secret redaction each worker applies to the events it converts; unset = off. */
+  constructor(size: number, validation: EventValidation, redaction?: RedactorOptions) {
     for (let i = 0; i < Math.max(1, size); i++) {
-      const worker = new Worker(new URL('./parse-worker.mjs', import.meta.url), { workerData: { validation } });
+      const worker = new Worker(new URL('./parse-worker.mjs', import.meta.url), { workerData: { validation, redaction } });
       const slot = { worker, outstanding: 0 };
       worker.on('message', (reply: ParseReply) => {
         slot.outstanding--;

@@ -1,6 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { errorMessage, RecordError, RuntrailError } from '../../shared/errors.ts';
 import type { IngestFormat } from '../../shared/event.ts';
+import { createRedactor, type RedactorOptions } from '../../shared/redaction.ts';
 import { setEventValidation, type EventValidation } from './adapters/adapter.ts';
 import { ADAPTERS } from './adapters/index.ts';
 import { serializeForBus } from './ingest.ts';
@@ -11,8 +12,9 @@ import type { ParseReply, ParseRequest } from './parse-pool.ts';
  * serializes the events per source topic as write-ahead-log lines, so the main thread neither
  * parses the source format nor serializes for the log.
  */
-const data = workerData as { validation: EventValidation };
+const data = workerData as { validation: EventValidation; redaction: RedactorOptions | undefined };
 setEventValidation(data.validation);
+const redactor = createRedactor(data.redaction);
 
 const port = parentPort;
 if (!port) throw new Error('parse-worker.ts must run in a worker thread');
@@ -22,6 +24,7 @@ port.on('message', (req: ParseRequest) => {
   try {
     const t0 = performance.now();
     const parsed = ADAPTERS[req.format as IngestFormat].parse(Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength), req.contentType);
+    if (redactor) for (const e of parsed.events) redactor.redactEvent(e);
     const serialized = serializeForBus(parsed.events, Date.now());
     reply = {
       id: req.id,

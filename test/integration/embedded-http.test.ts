@@ -49,7 +49,7 @@ async function waitFor<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 20_0
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'runtrail-embedded-'));
-  const cfg = parseConfig({ dataDir: dir, collector: { port: 0, maxBodyBytes: 64 * 1024, maxDecompressedBytes: 256 * 1024 }, bus: { fsync: false } });
+  const cfg = parseConfig({ dataDir: dir, collector: { port: 0, maxBodyBytes: 64 * 1024, maxDecompressedBytes: 256 * 1024 }, api: { port: 0 }, bus: { fsync: false } });
   server = await startEmbedded(cfg, silentLogger());
   base = server.http.url;
 }, 60_000);

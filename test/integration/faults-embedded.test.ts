@@ -96,6 +96,8 @@ describe('storage outage', () => {
       storage: { clickhouseUrl: ch.url, batchMaxDelayMs: 20, insertAttempts: 2, maxPendingRows: 2_000 },
       bus: { fsync: false, maxBacklog: 3_000, maxBatch: 500 },
       collector: { port: 0, retryAfterS: 1 },
+      // The embedded server also serves the analyst API: a free port, not 8080.
+      api: { port: 0 },
       correlator: { graceWallMs: 2_000 },
     });
     server = await startEmbedded(cfg, silentLogger());
