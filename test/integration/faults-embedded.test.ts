@@ -173,6 +173,7 @@ describe('storage outage', () => {
       dataDir: dir,
       bus: { fsync: false, maxBacklog: 2_000, maxBatch: 500 },
       collector: { port: 0, retryAfterS: 1 },
+      api: { port: 0 },
       correlator: { graceWallMs: 2_000 },
     });
     const burst = await startEmbedded(cfg, silentLogger());
