@@ -24,6 +24,8 @@ import { DETECTORS } from './registry.ts';
  *   "billing-*":                 # glob on the agent id (gen_ai.agent.id, else the agent name)
  *     detectors:
  *       blast-radius: { notify_score: 80 }
+ * suppressions:                  # mute alerts (findings are still stored)
+ *   - { detector: blast-radius, agent: "load-test-*", expires: "2026-12-31T00:00:00Z", reason: "load test" }
  * ```
  */
 
@@ -42,6 +44,38 @@ function detectorSections(): z.ZodType<Record<string, unknown>> {
   return z.strictObject(shape) as unknown as z.ZodType<Record<string, unknown>>;
 }
 
+const epochOrIso = z.union([
+  z.number().nonnegative(),
+  z.string().datetime({ offset: true }).transform((v) => Date.parse(v)),
+]);
+
+/**
+ * A suppression: mutes alert notifications for matching findings until `expires`. The findings are
+ * still stored and still feed correlation and detectors; only the alerter reads this list. Every
+ * matcher given must match (globs, case-insensitive); at least one is required.
+ */
+export const SuppressionSchema = z
+  .strictObject({
+    /** Glob on the detector id. */
+    detector: z.string().min(1).optional(),
+    /** Glob on the rule id. */
+    rule: z.string().min(1).optional(),
+    /** Glob on the agent id. */
+    agent: z.string().min(1).optional(),
+    /** Glob on an identity of the finding: workload id, or a credential / principal / workload join key. */
+    identity: z.string().min(1).optional(),
+    /** Glob on a resource the evidence touched (ARN, Vault path, URL, ...) or a `resource*` join key. */
+    resource: z.string().min(1).optional(),
+    /** When the suppression ends: RFC 3339 date-time or epoch ms. Required, so none is forgotten. */
+    expires: epochOrIso,
+    /** Why (shown in the CLI and logs). */
+    reason: z.string().min(1),
+  })
+  .refine((s) => [s.detector, s.rule, s.agent, s.identity, s.resource].some((m) => m !== undefined), {
+    message: 'give at least one of detector, rule, agent, identity, resource',
+  });
+export type Suppression = z.infer<typeof SuppressionSchema>;
+
 /** Schema of the policy file (built from the detector registry). */
 export function policySchema() {
   return z.strictObject({
@@ -55,6 +89,8 @@ export function policySchema() {
       .default({}),
     /** Secret redaction before storage (applied by the collectors, not by detectors). */
     redaction: RedactionPolicySchema.default(RedactionPolicySchema.parse({})),
+    /** Alert suppressions (see {@link SuppressionSchema}); read by the alerter only. */
+    suppressions: z.array(SuppressionSchema).default([]),
   });
 }
 

@@ -10,6 +10,7 @@ import type { DetectorEngine } from '../detectors/engine.ts';
 import { createDetectorEngine, loadPolicy } from '../detectors/policy.ts';
 import { createRedactor } from '../shared/redaction.ts';
 import { redactionOptions } from '../shared/redaction-key.ts';
+import { alerterWanted, createAlerterStage, type AlerterStage } from './alerter/index.ts';
 import { setEventValidation } from './collector/adapters/adapter.ts';
 import { Ingestor } from './collector/ingest.ts';
 import { defaultParseWorkers } from './collector/parse-pool.ts';
@@ -42,6 +43,8 @@ export interface Pipeline {
   ingestor: Ingestor;
   correlator: CorrelatorStage;
   detector: DetectorStage;
+  /** The alerter stage; absent when alerting is off (and in replay mode without configured channels). */
+  alerter?: AlerterStage;
   /** The detector stage's engine (for its memory figures). */
   engine: DetectorEngine;
   metrics: MetricsRegistry;
@@ -87,6 +90,10 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
         ? () => bus.whenCommitted(GROUP.detector, TOPIC.timeline, bus.endOffset(TOPIC.timeline))
         : undefined,
   });
+  const alerter = alerterWanted(cfg, opts.mode === 'live' ? 'embedded' : 'replay')
+    ? createAlerterStage({ cfg, mode: opts.mode === 'live' ? 'embedded' : 'replay', bus, store, log, metrics })
+    : undefined;
+  await alerter?.start();
   await detector.start();
   await correlator.start();
   // Parse workers pay off when the bus writes their serialized lines to its log (live mode).
@@ -100,8 +107,8 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
     // A subscription's position advances once its batch is handed over; the correlator's outputs
     // may still be on their way to storage then, so its pipeline must be empty as well.
     const busy = async (): Promise<boolean> => {
-      const [cl, dl] = await Promise.all([correlator.lag(), detector.lag()]);
-      return cl > 0 || dl > 0 || correlator.inFlightOutputs > 0 || detector.inFlightBatches > 0;
+      const [cl, dl, al] = await Promise.all([correlator.lag(), detector.lag(), alerter?.lag() ?? 0]);
+      return cl > 0 || dl > 0 || al > 0 || correlator.inFlightOutputs > 0 || detector.inFlightBatches > 0 || (alerter !== undefined && !alerter.idle());
     };
     for (;;) {
       if (!(await busy())) {
@@ -119,6 +126,7 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
     ingestor,
     correlator,
     detector,
+    alerter,
     engine,
     metrics,
     async drain(final: boolean) {
@@ -133,6 +141,7 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
         await ingestor.shutdown();
         await correlator.shutdown();
         await detector.shutdown();
+        await alerter?.shutdown();
         await bus.shutdown();
         await store.shutdown();
       })();

@@ -1,15 +1,15 @@
-import type { Bus, Subscription } from '../shared/bus/bus.ts';
+import type { Bus } from '../shared/bus/bus.ts';
 import { createBus } from '../shared/bus/create-bus.ts';
 import type { Config } from '../shared/config.ts';
 import { startHttpServer, type HttpService, type Readiness, type Route } from '../shared/http.ts';
 import type { Logger } from '../shared/logger.ts';
 import { MetricsRegistry } from '../shared/metrics.ts';
-import { GROUP, TOPIC } from '../shared/names.ts';
 import { createRedactor } from '../shared/redaction.ts';
 import { redactionOptions } from '../shared/redaction-key.ts';
 import { createDetectorEngine, loadPolicy } from '../detectors/policy.ts';
 import { startApiServer, httpSecurity } from './api/api-server.ts';
 import { assertAccessConfigured } from './api/auth.ts';
+import { createAlerterStage } from './alerter/index.ts';
 import { collectorRoutes } from './collector/collector-routes.ts';
 import { Ingestor } from './collector/ingest.ts';
 import { CorrelatorStage } from './correlator/correlator-stage.ts';
@@ -146,43 +146,19 @@ export async function startDetectorService(cfg: Readonly<Config>, log: Logger): 
   }, cfg.service.healthHost, cfg.service.healthPort);
 }
 
-/**
- * Alerter: findings topic -> deliveries. Until incident channels land, it delivers every finding as
- * one JSON line on stdout (the stdout channel) and records the delivery.
- */
-export async function startAlerterService(cfg: Readonly<Config>, log: Logger, out: (line: string) => void = (l) => process.stdout.write(l)): Promise<RunningService> {
+/** Alerter: findings topic -> incidents -> channels (see `services/alerter/`). */
+export async function startAlerterService(cfg: Readonly<Config>, log: Logger, out?: (line: string) => void): Promise<RunningService> {
   const metrics = new MetricsRegistry();
   const store = await openStore(cfg, log, metrics);
   const bus = createBus(cfg, log, metrics, { durable: true });
   await bus.start();
-  const delivered = metrics.counter('runtrail_alerts_delivered_total', 'Alert deliveries, by channel');
-  let sub: Subscription | undefined = await bus.subscribe({
-    groupId: GROUP.alerter,
-    topics: [TOPIC.findings],
-    fromBeginning: true,
-    onBatch: async (batch) => {
-      const now = Date.now();
-      const rows = batch.messages.map((m) => ({
-        id: `${m.value.id}:stdout`,
-        incident_id: m.value.id,
-        channel: 'stdout',
-        status: 'delivered',
-        time: now,
-        payload: JSON.stringify(m.value),
-      }));
-      for (const r of rows) out(`${r.payload}\n`);
-      await store.insertAlerts(rows);
-      await bus.publish(TOPIC.alerts, rows.map((r) => ({ key: r.incident_id, value: r })));
-      delivered.inc({ channel: 'stdout' }, rows.length);
-      await sub?.commit([{ topic: batch.topic, partition: batch.partition, offset: batch.nextOffset }]);
-    },
-  });
+  const stage = createAlerterStage({ cfg, mode: 'distributed', bus, store, log, metrics, stdout: out });
+  await stage.start();
   return withHttp('alerter', cfg, log, metrics, {
     bus,
     store,
     stop: async () => {
-      await sub?.shutdown();
-      sub = undefined;
+      await stage.shutdown();
       await bus.shutdown();
       await store.shutdown();
     },

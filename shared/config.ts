@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './errors.ts';
+import { SeveritySchema } from './finding.ts';
 import { DEFAULT_TOPIC_NAMES, TOPIC_IDS, type TopicId } from './names.ts';
 
 /**
@@ -237,6 +238,152 @@ export const RedactionConfigSchema = z.strictObject({
   key: z.string().min(16).optional(),
 });
 
+/** Which findings a channel receives; each list empty = no restriction, else one entry must match. */
+export const ChannelRouteSchema = z.strictObject({
+  /** Globs on the detector id (`tool-*`). */
+  detectors: z.array(z.string().min(1)).default([]),
+  /** Framework tags, exact (`OWASP-AAI-T2`) or globs (`MITRE-*`); any one tag of the incident. */
+  tags: z.array(z.string().min(1)).default([]),
+  /** Globs on the agent id. */
+  agents: z.array(z.string().min(1)).default([]),
+});
+
+const channelCommon = {
+  /** Unique channel name (kebab-case); labels metrics and outbox rows. Defaults to the type. */
+  name: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'lower-case letters, digits, - and _').optional(),
+  /** Lowest incident severity sent to this channel. Default `low`. */
+  minSeverity: SeveritySchema.default('low'),
+  /** Routing by detector, tag or agent. Default: everything. */
+  route: ChannelRouteSchema.default(ChannelRouteSchema.parse({})),
+  /** Sustained deliveries per minute; beyond it deliveries wait in the queue (never dropped). Default 60. */
+  ratePerMinute: z.number().positive().default(60),
+  /** Deliveries allowed at once before the rate applies. Default 10. */
+  burst: z.number().int().positive().default(10),
+};
+
+/** Slack: an incoming webhook, or a bot token (chat.postMessage, then chat.update in place). */
+export const SlackChannelSchema = z
+  .strictObject({
+    type: z.literal('slack'),
+    ...channelCommon,
+    /** Incoming-webhook URL. Each notification is a new message. */
+    webhookUrl: z.string().url().optional(),
+    /** Bot token (`xoxb-...`); with `channel`, the incident's message is updated in place. */
+    botToken: z.string().min(1).optional(),
+    /** Channel id for the bot token. */
+    channel: z.string().min(1).optional(),
+    /** Slack Web API base URL. Default `https://slack.com/api`. */
+    apiUrl: z.string().url().default('https://slack.com/api'),
+  })
+  .refine((c) => c.webhookUrl !== undefined || (c.botToken !== undefined && c.channel !== undefined), {
+    message: 'set webhookUrl, or botToken and channel',
+  });
+
+/** PagerDuty Events API v2: trigger and resolve, `dedup_key` = incident fingerprint. */
+export const PagerDutyChannelSchema = z.strictObject({
+  type: z.literal('pagerduty'),
+  ...channelCommon,
+  /** Integration (routing) key of the PagerDuty service. */
+  routingKey: z.string().min(1),
+  /** Events API URL. Default `https://events.pagerduty.com/v2/enqueue`. */
+  url: z.string().url().default('https://events.pagerduty.com/v2/enqueue'),
+});
+
+/** Generic webhook: the alert message as JSON, signed with HMAC-SHA256 when `secret` is set. */
+export const WebhookChannelSchema = z.strictObject({
+  type: z.literal('webhook'),
+  ...channelCommon,
+  url: z.string().url(),
+  /** HMAC-SHA256 key; signature = hex(HMAC(secret, `<timestamp>.<body>`)). Unset = unsigned. */
+  secret: z.string().min(16).optional(),
+  /** Extra request headers (e.g. an API key for the receiver). */
+  headers: z.record(z.string(), z.string()).default({}),
+  /** Header carrying `sha256=<hex signature>`. Default `x-runtrail-signature`. */
+  signatureHeader: z.string().min(1).default('x-runtrail-signature'),
+  /** Header carrying the signing time, epoch seconds. Default `x-runtrail-timestamp`. */
+  timestampHeader: z.string().min(1).default('x-runtrail-timestamp'),
+});
+
+/** The alerts topic (`TOPIC.alerts`): meant for distributed mode, where it is a Kafka topic. */
+export const KafkaChannelSchema = z.strictObject({ type: z.literal('kafka'), ...channelCommon });
+
+/** JSON lines: one alert message per line, to a file or stdout (`path: "-"`). */
+export const JsonlChannelSchema = z.strictObject({
+  type: z.literal('jsonl'),
+  ...channelCommon,
+  /** File to append to; `-` = stdout. Default `-`. */
+  path: z.string().min(1).default('-'),
+});
+
+/** One configured channel. */
+export const ChannelConfigSchema = z.union([SlackChannelSchema, PagerDutyChannelSchema, WebhookChannelSchema, KafkaChannelSchema, JsonlChannelSchema]);
+
+/** Incident grouping and lifecycle. */
+export const IncidentsConfigSchema = z.strictObject({
+  /**
+   * Finding fields that make an incident's fingerprint. `identity` = the finding's credential,
+   * principal or workload join key. Default detector, rule, task.
+   */
+  groupBy: z.array(z.enum(['detector', 'rule', 'task', 'agent', 'workload', 'identity'])).min(1).default(['detector', 'rule', 'task']),
+  /** An incident with no new finding for this long (wall clock) resolves, ms. Default 1 h. */
+  resolveAfterMs: z.number().int().positive().default(3_600_000),
+  /** Least gap between two update notifications of one incident on one channel, ms (coalesced meanwhile). Default 60 000. */
+  updateIntervalMs: ms.default(60_000),
+  /** Open incidents held in memory (LRU; evicted ones are reloaded from storage). Default 10 000. */
+  maxInMemory: z.number().int().positive().default(10_000),
+  /** Evidence events looked up and shown per message. Default 5. */
+  evidenceLimit: z.number().int().min(0).max(50).default(5),
+});
+
+/** Delivery: retries, breaker, rate and queue limits (per channel). */
+export const DeliveryConfigSchema = z.strictObject({
+  /** Attempts per delivery before it becomes a dead letter. Default 8. */
+  maxAttempts: z.number().int().positive().default(8),
+  /** Backoff before the first retry, ms; doubles (`backoffMultiplier`) per attempt. Default 1 000. */
+  backoffInitialMs: ms.default(1_000),
+  /** Longest backoff, ms. Default 300 000. */
+  backoffMaxMs: ms.default(300_000),
+  /** Backoff growth per attempt. Default 2. */
+  backoffMultiplier: z.number().min(1).default(2),
+  /** Random spread of each backoff, as a fraction (0.2 = ±20 %). Default 0.2. */
+  jitter: z.number().min(0).max(1).default(0.2),
+  /** Longest Retry-After honoured, ms (a longer one is capped). Default 600 000. */
+  maxRetryAfterMs: ms.default(600_000),
+  /** Per-request time limit, ms. Default 10 000. */
+  requestTimeoutMs: z.number().int().positive().default(10_000),
+  /** Consecutive failures that open a channel's circuit breaker. Default 5. */
+  breakerThreshold: z.number().int().positive().default(5),
+  /** How long an open breaker holds deliveries back before one trial, ms. Default 30 000. */
+  breakerOpenMs: z.number().int().positive().default(30_000),
+  /** Deliveries held in memory per channel; the rest wait in the stored outbox. Default 10 000. */
+  maxQueued: z.number().int().positive().default(10_000),
+  /** On shutdown, how long deliveries already due may still go out, ms. Default 5 000. */
+  shutdownGraceMs: ms.default(5_000),
+});
+
+/** Alerting: incidents, channels and delivery. */
+export const AlertingConfigSchema = z.strictObject({
+  /** Run the alerter. Default true (`runtrail replay` runs it only when `channels` is set). */
+  enabled: z.boolean().default(true),
+  /** Base URL of the API in message links (`<base>/v1/tasks/<id>/timeline`, `<base>/ui/tasks/<id>`). Default `http://127.0.0.1:8080`. */
+  apiBaseUrl: z.string().url().default('http://127.0.0.1:8080'),
+  /**
+   * Channels. Unset = the mode's default: embedded `start` appends JSON lines to
+   * `<dataDir>/alerts.jsonl`; `replay` sends nothing; the distributed alerter writes JSON lines to
+   * stdout and publishes to the alerts topic. `[]` = no channels (incidents are still recorded).
+   */
+  channels: z.array(ChannelConfigSchema).optional(),
+  incidents: IncidentsConfigSchema.default(IncidentsConfigSchema.parse({})),
+  delivery: DeliveryConfigSchema.default(DeliveryConfigSchema.parse({})),
+}).superRefine((a, ctx) => {
+  const seen = new Set<string>();
+  for (const [i, c] of (a.channels ?? []).entries()) {
+    const name = c.name ?? c.type;
+    if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['channels', i, 'name'], message: `duplicate channel name "${name}" (give each channel a distinct name)` });
+    seen.add(name);
+  }
+});
+
 /** The whole configuration. */
 export const ConfigSchema = z.strictObject({
   /** Data directory for the embedded store and write-ahead log. Default `./data`. */
@@ -254,6 +401,8 @@ export const ConfigSchema = z.strictObject({
   service: ServiceConfigSchema.default(ServiceConfigSchema.parse({})),
   api: ApiConfigSchema.default(ApiConfigSchema.parse({})),
   redaction: RedactionConfigSchema.default(RedactionConfigSchema.parse({})),
+  /** Alerting (incidents, channels, delivery). */
+  alerting: AlertingConfigSchema.default(AlertingConfigSchema.parse({})),
 });
 export type Config = z.infer<typeof ConfigSchema>;
 /** Partial configuration as written in a file or passed as overrides. */
@@ -410,3 +559,7 @@ export type BusConfig = z.infer<typeof BusConfigSchema>;
 export type KafkaConfig = z.infer<typeof KafkaConfigSchema>;
 export type ServiceConfig = z.infer<typeof ServiceConfigSchema>;
 export type ApiConfig = z.infer<typeof ApiConfigSchema>;
+export type AlertingConfig = z.infer<typeof AlertingConfigSchema>;
+export type IncidentsConfig = z.infer<typeof IncidentsConfigSchema>;
+export type DeliveryConfig = z.infer<typeof DeliveryConfigSchema>;
+export type ChannelConfig = z.infer<typeof ChannelConfigSchema>;

@@ -46,6 +46,10 @@ export const TABLE = {
   alerts: 'alerts',
   deadLetters: 'dead_letters',
   migrations: 'schema_migrations',
+  /** Alerter: one row per incident version (ReplacingMergeTree). */
+  incidents: 'incidents',
+  /** Alerter: the durable delivery outbox, one row per delivery version (ReplacingMergeTree). */
+  alertOutbox: 'alert_outbox',
 } as const;
 export type TableName = (typeof TABLE)[keyof typeof TABLE];
 

@@ -60,6 +60,8 @@ export const TTL_COLUMN: Partial<Record<TableName, string>> = {
   [TABLE.findings]: 'stored_at',
   [TABLE.alerts]: 'stored_at',
   [TABLE.deadLetters]: 'stored_at',
+  [TABLE.incidents]: 'stored_at',
+  [TABLE.alertOutbox]: 'stored_at',
 };
 
 /** The TTL expression for a table (ClickHouse TTL needs DateTime, not DateTime64). */
@@ -303,6 +305,65 @@ ENGINE = MergeTree
 PARTITION BY toYYYYMM(time)
 ORDER BY (stage, topic, time)
 ${ttl(TABLE.deadLetters, retentionDays)}
+SETTINGS ${DEDUP}`,
+      ];
+    },
+  },
+  {
+    version: 2,
+    name: 'alerting',
+    // Incidents and the delivery outbox are mutable state kept as versioned rows: each change
+    // inserts the whole row with a higher `version`, and reads take the latest with FINAL. A pending
+    // delivery is rewritten at every attempt, so its `stored_at` (the TTL clock) stays fresh.
+    statements: ({ db, retentionDays }) => {
+      const t = (name: string): string => tableRef(db, name);
+      return [
+        `CREATE TABLE IF NOT EXISTS ${t(TABLE.incidents)} (
+  id String,
+  fingerprint String,
+  status LowCardinality(String),
+  severity LowCardinality(String),
+  detector LowCardinality(String),
+  rule LowCardinality(String),
+  task_id String,
+  agent_id String,
+  workload_id String,
+  title String,
+  finding_count UInt64,
+  first_seen DateTime64(3, 'UTC'),
+  last_seen DateTime64(3, 'UTC'),
+  opened_at DateTime64(3, 'UTC'),
+  updated_at DateTime64(3, 'UTC'),
+  suppressed String,
+  state String,
+  version UInt64,
+  stored_at DateTime64(3, 'UTC') DEFAULT now64(3),
+  INDEX idx_fingerprint fingerprint TYPE bloom_filter(0.01) GRANULARITY 1
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY id
+${ttl(TABLE.incidents, retentionDays)}
+SETTINGS ${DEDUP}`,
+
+        `CREATE TABLE IF NOT EXISTS ${t(TABLE.alertOutbox)} (
+  id String,
+  incident_id String,
+  fingerprint String,
+  channel LowCardinality(String),
+  kind LowCardinality(String),
+  status LowCardinality(String),
+  attempts UInt32,
+  next_attempt_at DateTime64(3, 'UTC'),
+  last_error String,
+  ref String,
+  payload String,
+  created_at DateTime64(3, 'UTC'),
+  version UInt64,
+  stored_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY id
+${ttl(TABLE.alertOutbox, retentionDays)}
 SETTINGS ${DEDUP}`,
       ];
     },

@@ -13,6 +13,7 @@ import {
 } from '../../shared/event.ts';
 import { FindingSchema, type Finding } from '../../shared/finding.ts';
 import { AlertDeliverySchema, DeadLetterSchema, type AlertDelivery, type DeadLetter } from '../../shared/bus/bus.ts';
+import { IncidentSchema, OutboxEntrySchema, type Incident, type OutboxEntry } from '../../shared/alert.ts';
 import { TABLE, type TableName } from '../../shared/names.ts';
 import { RecordError } from '../../shared/errors.ts';
 
@@ -606,3 +607,72 @@ export const DEAD_LETTERS_CODEC: TableCodec<DeadLetter> = {
     return JSON.stringify([d.stage, d.topic, d.partition, d.offset, d.key, d.code, d.reason, d.payload, timeToMicros('time', d.time)]);
   },
 };
+
+// ---------------------------------------------------------------------------------------------
+// incidents and the alert outbox (times as integer epoch milliseconds into DateTime64(3))
+
+/**
+ * Codec for `incidents`. The whole incident is kept as JSON in `state` (decoded with its schema);
+ * the other columns repeat the fields the CLI and analysts filter on.
+ */
+export const INCIDENTS_CODEC: TableCodec<Incident> = {
+  table: TABLE.incidents,
+  columns: ['id', 'fingerprint', 'status', 'severity', 'detector', 'rule', 'task_id', 'agent_id', 'workload_id', 'title', 'finding_count', 'first_seen', 'last_seen', 'opened_at', 'updated_at', 'suppressed', 'state', 'version'],
+  format: 'JSONCompactEachRow',
+  encode(i) {
+    return JSON.stringify([
+      i.id, i.fingerprint, i.status, i.severity, i.detector, i.rule, i.task_id, i.agent_id, i.workload_id, i.title, i.finding_count,
+      Math.round(i.first_seen), Math.round(i.last_seen), Math.round(i.opened_at), Math.round(i.updated_at), i.suppressed, JSON.stringify(i),
+      // The alerter keeps updated_at strictly increasing per incident, so it orders the versions.
+      Math.round(i.updated_at),
+    ]);
+  },
+};
+
+/** Columns selected to decode an incident. */
+export const INCIDENT_SELECT = 'state';
+
+/** Decodes a stored incident. */
+export function decodeIncident(raw: unknown): Incident {
+  const { state } = z.object({ state: z.string() }).parse(raw);
+  return IncidentSchema.parse(parseJsonColumn('state', state));
+}
+
+const OUTBOX_COLUMNS = ['id', 'incident_id', 'fingerprint', 'channel', 'kind', 'status', 'attempts', 'next_attempt_at', 'last_error', 'ref', 'payload', 'created_at', 'version'] as const;
+
+/** Codec for `alert_outbox`. */
+export const OUTBOX_CODEC: TableCodec<OutboxEntry> = {
+  table: TABLE.alertOutbox,
+  columns: OUTBOX_COLUMNS,
+  format: 'JSONCompactEachRow',
+  encode(o) {
+    return JSON.stringify([
+      o.id, o.incident_id, o.fingerprint, o.channel, o.kind, o.status, o.attempts, Math.round(o.next_attempt_at), o.last_error, o.ref, o.payload,
+      Math.round(o.created_at), o.version,
+    ]);
+  },
+};
+
+const OUTBOX_TIMES: ReadonlySet<string> = new Set(['next_attempt_at', 'created_at']);
+
+/** Select list for {@link decodeOutbox}. */
+export const OUTBOX_SELECT = OUTBOX_COLUMNS.map((c) => (OUTBOX_TIMES.has(c) ? `toUnixTimestamp64Milli(${c}) AS ${c}` : c)).join(', ');
+
+const OutboxRowSchema = z.object({
+  attempts: int64,
+  next_attempt_at: int64,
+  created_at: int64,
+  version: int64,
+}).loose();
+
+/** Decodes a stored outbox row. */
+export function decodeOutbox(raw: unknown): OutboxEntry {
+  const r = OutboxRowSchema.parse(raw);
+  return OutboxEntrySchema.parse({
+    ...r,
+    attempts: Number(r.attempts),
+    next_attempt_at: Number(r.next_attempt_at),
+    created_at: Number(r.created_at),
+    version: Number(r.version),
+  });
+}

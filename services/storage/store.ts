@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { z } from 'zod';
+import type { Incident, OutboxEntry, OutboxStatus } from '../../shared/alert.ts';
 import type { AlertDelivery, DeadLetter } from '../../shared/bus/bus.ts';
 import type { StorageConfig } from '../../shared/config.ts';
 import type { CredentialBinding, TimelineEvent } from '../../shared/event.ts';
@@ -23,9 +24,15 @@ import {
   EVENT_SELECT,
   FINDINGS_CODEC,
   FINDING_SELECT,
+  INCIDENTS_CODEC,
+  INCIDENT_SELECT,
+  OUTBOX_CODEC,
+  OUTBOX_SELECT,
   decodeBinding,
   decodeEvent,
   decodeFinding,
+  decodeIncident,
+  decodeOutbox,
   type TableCodec,
 } from './rows.ts';
 
@@ -48,6 +55,20 @@ export interface Store {
   insertFindings(rows: readonly Finding[]): Promise<void>;
   insertDeadLetters(rows: readonly DeadLetter[]): Promise<void>;
   insertAlerts(rows: readonly AlertDelivery[]): Promise<void>;
+  /** Stores incident versions (the alerter's state; the latest version of an id wins). */
+  upsertIncidents(rows: readonly Incident[]): Promise<void>;
+  /** Stores outbox entry versions (the latest version of an id wins). */
+  upsertOutbox(rows: readonly OutboxEntry[]): Promise<void>;
+  /** The latest incident (by opening time) of each fingerprint given. */
+  incidentsByFingerprint(fingerprints: readonly string[]): Promise<Incident[]>;
+  /** Incidents, most recently changed first; `status` filters. */
+  listIncidents(opts?: { status?: Incident['status']; limit?: number }): Promise<Incident[]>;
+  /** Outbox entries, oldest first; `status` filters, `channel` too. */
+  listOutbox(opts?: { status?: OutboxStatus; channel?: string; limit?: number }): Promise<OutboxEntry[]>;
+  /** The channel handle (`ref`) of the latest delivered entry of an incident on a channel; '' if none. */
+  deliveryRef(incidentId: string, channel: string): Promise<string>;
+  /** Stored events by id within the given tasks, in event-time order. */
+  eventsByIds(taskIds: readonly string[], eventIds: readonly string[]): Promise<TimelineEvent[]>;
   /** Current state of the most recently changed bindings (latest version per credential), newest first. */
   loadBindings(limit: number): Promise<CredentialBinding[]>;
   /** Distinct stored events (a replayed event counts once). */
@@ -140,6 +161,8 @@ export class ClickHouseStore implements Store {
         findings: BatchWriter<Finding>;
         alerts: BatchWriter<AlertDelivery>;
         deadLetters: BatchWriter<DeadLetter>;
+        incidents: BatchWriter<Incident>;
+        outbox: BatchWriter<OutboxEntry>;
       }
     | undefined;
   private starting: Promise<void> | undefined;
@@ -177,6 +200,8 @@ export class ClickHouseStore implements Store {
       findings: await this.writer(FINDINGS_CODEC),
       alerts: await this.writer(ALERTS_CODEC),
       deadLetters: await this.writer(DEAD_LETTERS_CODEC),
+      incidents: await this.writer(INCIDENTS_CODEC),
+      outbox: await this.writer(OUTBOX_CODEC),
     };
     this.log.info({ schemaVersion: this.migration.to, applied: this.migration.applied }, 'storage started');
   }
@@ -280,6 +305,79 @@ export class ClickHouseStore implements Store {
 
   async insertAlerts(rows: readonly AlertDelivery[]): Promise<void> {
     await this.writerSet().alerts.add(rows);
+  }
+
+  async upsertIncidents(rows: readonly Incident[]): Promise<void> {
+    await this.writerSet().incidents.add(rows);
+  }
+
+  async upsertOutbox(rows: readonly OutboxEntry[]): Promise<void> {
+    await this.writerSet().outbox.add(rows);
+  }
+
+  async incidentsByFingerprint(fingerprints: readonly string[]): Promise<Incident[]> {
+    if (fingerprints.length === 0) return [];
+    const rows = await this.select(
+      `SELECT ${INCIDENT_SELECT} FROM ${this.t(TABLE.incidents)} FINAL
+WHERE fingerprint IN {fps:Array(String)}
+ORDER BY opened_at DESC, id
+LIMIT 1 BY fingerprint`,
+      { fps: [...new Set(fingerprints)] },
+    );
+    return decodeAll(rows, decodeIncident, TABLE.incidents);
+  }
+
+  async listIncidents(opts: { status?: Incident['status']; limit?: number } = {}): Promise<Incident[]> {
+    const rows = await this.select(
+      `SELECT ${INCIDENT_SELECT} FROM ${this.t(TABLE.incidents)} FINAL
+${opts.status ? 'WHERE status = {status:String}' : ''}
+ORDER BY updated_at DESC, id
+LIMIT {n:UInt64}`,
+      { n: clampInt(opts.limit ?? 1000, 1, QUERY_LIMITS.maxRows), ...(opts.status ? { status: opts.status } : {}) },
+    );
+    return decodeAll(rows, decodeIncident, TABLE.incidents);
+  }
+
+  async listOutbox(opts: { status?: OutboxStatus; channel?: string; limit?: number } = {}): Promise<OutboxEntry[]> {
+    const where = [opts.status ? 'status = {status:String}' : '', opts.channel ? 'channel = {channel:String}' : ''].filter(Boolean);
+    const rows = await this.select(
+      `SELECT ${OUTBOX_SELECT} FROM ${this.t(TABLE.alertOutbox)} FINAL
+${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+ORDER BY created_at, id
+LIMIT {n:UInt64}`,
+      {
+        n: clampInt(opts.limit ?? 1000, 1, QUERY_LIMITS.maxRows),
+        ...(opts.status ? { status: opts.status } : {}),
+        ...(opts.channel ? { channel: opts.channel } : {}),
+      },
+    );
+    return decodeAll(rows, decodeOutbox, TABLE.alertOutbox);
+  }
+
+  async deliveryRef(incidentId: string, channel: string): Promise<string> {
+    const rows = z.array(z.object({ ref: z.string() })).parse(
+      await this.select(
+        `SELECT ref FROM ${this.t(TABLE.alertOutbox)} FINAL
+WHERE incident_id = {incident:String} AND channel = {channel:String} AND status = 'delivered' AND ref != ''
+ORDER BY created_at DESC
+LIMIT 1`,
+        { incident: incidentId, channel },
+      ),
+    );
+    return rows[0]?.ref ?? '';
+  }
+
+  async eventsByIds(taskIds: readonly string[], eventIds: readonly string[]): Promise<TimelineEvent[]> {
+    if (eventIds.length === 0) return [];
+    // The task filter lets the primary key (task_id, event_time, event_id) skip other tasks.
+    const rows = await this.select(
+      `SELECT ${EVENT_SELECT} FROM ${this.t(TABLE.events)} FINAL
+WHERE task_id IN {tasks:Array(String)} AND event_id IN {ids:Array(String)}
+ORDER BY event_time, event_id
+LIMIT 1 BY event_id`,
+      { tasks: [...new Set(taskIds)], ids: [...new Set(eventIds)] },
+    );
+    return decodeAll(rows, decodeEvent, TABLE.events);
   }
 
   async loadBindings(limit: number): Promise<CredentialBinding[]> {

@@ -1,0 +1,224 @@
+import { deadLetterUndecodable } from '../dead-letters.ts';
+import type { Incident } from '../../shared/alert.ts';
+import type { Bus, MessageBatch, Subscription } from '../../shared/bus/bus.ts';
+import { JsonlChannelSchema, KafkaChannelSchema, type AlertingConfig, type ChannelConfig } from '../../shared/config.ts';
+import type { TimelineEvent } from '../../shared/event.ts';
+import type { Finding } from '../../shared/finding.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { MetricsRegistry } from '../../shared/metrics.ts';
+import { Mutex } from '../../shared/mutex.ts';
+import { GROUP, TOPIC } from '../../shared/names.ts';
+import type { Suppression } from '../../detectors/policy.ts';
+import type { Store } from '../storage/store.ts';
+import type { Channel } from './channels/channel.ts';
+import { createChannels } from './channels/registry.ts';
+import { Outbox } from './delivery/outbox.ts';
+import { IncidentManager, type IncidentChanges } from './incident-manager.ts';
+import { composeMessage } from './message.ts';
+import { SuppressionMatcher } from './suppression.ts';
+
+/** Evidence ids per finding looked up for resource suppressions. */
+const MAX_EVIDENCE_LOOKUP = 50;
+
+/** How the alerter runs, which decides the default channels (see {@link effectiveChannels}). */
+export type AlerterMode = 'embedded' | 'replay' | 'distributed';
+
+/**
+ * The channels in force: the configured ones, else the mode's default. Embedded `start`: JSON lines
+ * in `<dataDir>/alerts.jsonl` (a server's stdout is its log). `replay`: none, so replays of old
+ * files do not notify anyone unless asked to. Distributed: JSON lines on stdout (what the alerter
+ * did before channels existed) and the alerts topic.
+ */
+export function effectiveChannels(cfg: Readonly<AlertingConfig>, mode: AlerterMode): ChannelConfig[] {
+  if (cfg.channels) return [...cfg.channels];
+  switch (mode) {
+    case 'embedded':
+      return [JsonlChannelSchema.parse({ type: 'jsonl', path: 'alerts.jsonl' })];
+    case 'replay':
+      return [];
+    case 'distributed':
+      return [JsonlChannelSchema.parse({ type: 'jsonl', path: '-' }), KafkaChannelSchema.parse({ type: 'kafka' })];
+  }
+}
+
+/** Dependencies of the alerter stage. */
+export interface AlerterStageDeps {
+  bus: Bus;
+  store: Store;
+  cfg: Readonly<AlertingConfig>;
+  /** The channels to deliver to (see {@link effectiveChannels}). */
+  channels: readonly ChannelConfig[];
+  /** The policy's suppressions. */
+  suppressions: readonly Suppression[];
+  dataDir: string;
+  log: Logger;
+  metrics: MetricsRegistry;
+  /** Where a `jsonl` channel with `path: "-"` writes; default stdout. */
+  stdout?: (line: string) => void;
+  now?: () => number;
+  random?: () => number;
+}
+
+/**
+ * Consumes findings, groups them into incidents, and hands notifications to the durable outbox.
+ * Per batch: load unknown incidents from storage, apply the findings, look up the evidence events
+ * of the incidents to notify, store the outbox entries and the incidents, then commit. A periodic
+ * sweep resolves quiet incidents. Undecodable findings are dead-lettered like in the other stages.
+ */
+export class AlerterStage {
+  private sub: Subscription | undefined;
+  private readonly mutex = new Mutex();
+  private readonly log: Logger;
+  private readonly manager: IncidentManager;
+  private readonly suppressions: SuppressionMatcher;
+  private readonly channels: Channel[];
+  readonly outbox: Outbox;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private stopped: Promise<void> | undefined;
+  private readonly now: () => number;
+  private readonly m;
+
+  constructor(private readonly deps: AlerterStageDeps) {
+    this.log = deps.log.child({ component: 'alerter' });
+    this.now = deps.now ?? Date.now;
+    this.channels = createChannels(deps.channels, {
+      bus: deps.bus,
+      requestTimeoutMs: deps.cfg.delivery.requestTimeoutMs,
+      dataDir: deps.dataDir,
+      stdout: deps.stdout,
+      now: this.now,
+    });
+    this.suppressions = new SuppressionMatcher(deps.suppressions);
+    this.manager = new IncidentManager(deps.cfg.incidents, this.channels, this.suppressions, this.now);
+    this.outbox = new Outbox({
+      store: deps.store,
+      channels: this.channels,
+      cfg: deps.cfg.delivery,
+      updateIntervalMs: deps.cfg.incidents.updateIntervalMs,
+      log: deps.log,
+      metrics: deps.metrics,
+      now: this.now,
+      random: deps.random,
+    });
+    const mx = deps.metrics;
+    this.m = {
+      incidents: mx.counter('runtrail_incidents_total', 'Incident lifecycle changes (opened, resolved)'),
+      notifications: mx.counter('runtrail_alert_notifications_total', 'Notifications created, by channel and kind'),
+      suppressed: mx.counter('runtrail_alert_suppressed_total', 'Findings whose notifications a policy suppression muted'),
+    };
+    mx.gauge('runtrail_incidents_in_memory', 'Incidents held by the alerter').collect(() => this.manager.size);
+  }
+
+  /** The channels in force (names, for logs and tests). */
+  get channelNames(): string[] {
+    return this.channels.map((c) => c.name);
+  }
+
+  async start(): Promise<void> {
+    this.manager.remember(await this.deps.store.listIncidents({ status: 'open', limit: this.deps.cfg.incidents.maxInMemory }));
+    await this.outbox.start();
+    this.sub = await this.deps.bus.subscribe({
+      groupId: GROUP.alerter,
+      topics: [TOPIC.findings],
+      fromBeginning: true,
+      onBatch: (batch) => this.mutex.run(() => this.handle(batch)),
+    });
+    const every = Math.max(10, Math.min(60_000, Math.floor(this.deps.cfg.incidents.resolveAfterMs / 4)));
+    this.sweepTimer = setInterval(() => void this.sweep(), every);
+    this.sweepTimer.unref();
+    this.log.info({ channels: this.channelNames }, 'alerter started');
+  }
+
+  private async handle(batch: MessageBatch<typeof TOPIC.findings>): Promise<void> {
+    const { store, bus, metrics } = this.deps;
+    await deadLetterUndecodable('alerter', batch.undecodable, { store, bus, metrics });
+    await this.process(batch.messages.map((m) => m.value));
+    await this.sub?.commit([{ topic: batch.topic, partition: batch.partition, offset: batch.nextOffset }]);
+  }
+
+  /** Applies findings (in order) and stores what they change. */
+  async process(findings: readonly Finding[]): Promise<void> {
+    if (findings.length === 0) return;
+    const missing = this.manager.missing(findings);
+    if (missing.length > 0) this.manager.remember(await this.deps.store.incidentsByFingerprint(missing));
+    let resources = new Map<string, string[]>();
+    if (this.suppressions.needsResources) {
+      const events = await this.deps.store.eventsByIds(
+        findings.map((f) => f.task_id),
+        findings.flatMap((f) => f.evidence.slice(0, MAX_EVIDENCE_LOOKUP)),
+      );
+      resources = new Map(events.map((e) => [e.event_id, e.resources.map((r) => r.id)]));
+    }
+    const changes = this.manager.apply(findings, (f) => f.evidence.flatMap((id) => resources.get(id) ?? []));
+    this.m.incidents.inc({ event: 'opened' }, changes.opened);
+    this.m.suppressed.inc({}, changes.suppressed);
+    await this.emit(changes);
+  }
+
+  /** Resolves quiet incidents (also run by a timer). */
+  sweep(): Promise<void> {
+    return this.mutex.run(async () => {
+      if (this.stopped) return;
+      const changes = this.manager.sweep();
+      this.m.incidents.inc({ event: 'resolved' }, changes.changed.length);
+      try {
+        await this.emit(changes);
+      } catch (err) {
+        this.log.error({ err: err instanceof Error ? err.message : String(err) }, 'incident sweep failed; retried next sweep');
+      }
+    });
+  }
+
+  private async emit(changes: IncidentChanges): Promise<void> {
+    if (changes.changed.length === 0) return;
+    const { store, cfg } = this.deps;
+    const notified = new Map<string, Incident>();
+    for (const n of changes.notifications) notified.set(n.incident.id, n.incident);
+    let events: TimelineEvent[] = [];
+    if (notified.size > 0 && cfg.incidents.evidenceLimit > 0) {
+      const incs = [...notified.values()];
+      events = await store.eventsByIds(
+        incs.map((i) => i.task_id),
+        incs.flatMap((i) => i.evidence.slice(0, cfg.incidents.evidenceLimit)),
+      );
+    }
+    const now = this.now();
+    const outgoing = changes.notifications.map((n) => {
+      this.m.notifications.inc({ channel: n.channel, kind: n.kind });
+      return {
+        incidentId: n.incident.id,
+        fingerprint: n.incident.fingerprint,
+        channel: n.channel,
+        kind: n.kind,
+        seq: n.seq,
+        message: composeMessage(n.incident, n.kind, events, { apiBaseUrl: cfg.apiBaseUrl, evidenceLimit: cfg.incidents.evidenceLimit, now }),
+      };
+    });
+    // Outbox first: were the process to stop before the incidents are stored, the redelivered
+    // findings recreate the same entries (same ids) instead of losing them.
+    await this.outbox.add(outgoing);
+    await store.upsertIncidents(changes.changed);
+  }
+
+  /** Findings published but not yet consumed. */
+  async lag(): Promise<number> {
+    return this.sub ? this.sub.lag() : 0;
+  }
+
+  /** True when every consumed finding is handled and no delivery is due or on the wire. */
+  idle(): boolean {
+    return this.outbox.idle();
+  }
+
+  /** Stops consuming and delivering; pending deliveries stay in the outbox. Idempotent. */
+  shutdown(): Promise<void> {
+    this.stopped ??= (async () => {
+      if (this.sweepTimer) clearInterval(this.sweepTimer);
+      await this.sub?.shutdown();
+      await this.mutex.run(async () => undefined);
+      await this.outbox.shutdown();
+      this.log.info('alerter stopped');
+    })();
+    return this.stopped;
+  }
+}
