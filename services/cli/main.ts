@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { alertsCommand } from './alerts-command.ts';
 import { parseCommandArgs, reportError, type Command, type Io } from './command.ts';
 import { ANALYST_COMMANDS } from './analyst-commands.ts';
 import { benchCommand } from './bench-command.ts';
@@ -18,6 +19,7 @@ export const COMMANDS: readonly Command[] = [
   evalCommand,
   ...ANALYST_COMMANDS,
   sqlCommand,
+  alertsCommand,
   tokenCommand,
   policyCommand,
   schemaCommand,
