@@ -1,15 +1,16 @@
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startEmbedded } from '../../services/embedded.ts';
 import { replay } from '../../services/replay/replay.ts';
 import { ClickHouseStore } from '../../services/storage/store.ts';
 import { AlertMessageSchema } from '../../shared/alert.ts';
 import { parseConfig } from '../../shared/config.ts';
 import { eventId } from '../../shared/ids.ts';
 import { silentLogger } from '../../shared/logger.ts';
-import { startReceiver, type Receiver } from './alerting-harness.ts';
+import { startReceiver, waitFor, type Receiver } from './alerting-harness.ts';
 
 /**
  * End to end: an attack replayed (Runtrail JSON records) through the embedded pipeline (adapter,
@@ -149,6 +150,29 @@ describe('alerting end to end (replay through the embedded pipeline)', () => {
       }
     } finally {
       await hook.close();
+    }
+  }, 60_000);
+
+  it('runtrail start (embedded, live) delivers to its default channel, JSON lines in <dataDir>/alerts.jsonl', async () => {
+    const cfg = parseConfig({ dataDir: join(dir, 'data'), collector: { port: 0 }, bus: { fsync: false }, storage: { database: 'e2e_live' } });
+    const server = await startEmbedded(cfg, silentLogger());
+    const file = join(dir, 'data', 'alerts.jsonl');
+    try {
+      expect(server.pipeline.alerter?.channelNames).toEqual(['jsonl']);
+      const res = await fetch(`${server.http.url}/v1/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-ndjson' },
+        body: `${RECORDS.map((r) => JSON.stringify(r)).join('\n')}\n`,
+      });
+      expect(res.status).toBe(200);
+      const lines = () => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) : []);
+      await waitFor(() => lines().some((l) => (l.incident as { rule?: string } | undefined)?.rule === 'credential-off-origin'), 20_000, 'the incident in alerts.jsonl');
+      const line = lines().find((l) => (l.incident as { rule?: string }).rule === 'credential-off-origin') ?? {};
+      const { delivery, ...msg } = line;
+      expect(String(delivery)).toMatch(/:jsonl:\d+$/);
+      expect(AlertMessageSchema.parse(msg)).toMatchObject({ kind: 'trigger', task_id: TASK, incident: { detector: 'lateral-movement', severity: 'high' } });
+    } finally {
+      await server.shutdown();
     }
   }, 60_000);
 });
