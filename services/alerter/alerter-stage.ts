@@ -3,6 +3,7 @@ import type { Incident } from '../../shared/alert.ts';
 import type { Bus, MessageBatch, Subscription } from '../../shared/bus/bus.ts';
 import { JsonlChannelSchema, KafkaChannelSchema, type AlertingConfig, type ChannelConfig } from '../../shared/config.ts';
 import type { TimelineEvent } from '../../shared/event.ts';
+import { errorMessage } from '../../shared/errors.ts';
 import type { Finding } from '../../shared/finding.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { MetricsRegistry } from '../../shared/metrics.ts';
@@ -164,7 +165,7 @@ export class AlerterStage {
       try {
         await this.emit(changes);
       } catch (err) {
-        this.log.error({ err: err instanceof Error ? err.message : String(err) }, 'incident sweep failed; retried next sweep');
+        this.log.error({ err: errorMessage(err) }, 'incident sweep failed; retried next sweep');
       }
     });
   }

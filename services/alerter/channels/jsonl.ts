@@ -1,6 +1,7 @@
 import { appendFile, mkdir } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import type { z } from 'zod';
+import { errorMessage } from '../../../shared/errors.ts';
 import type { JsonlChannelSchema } from '../../../shared/config.ts';
 import { BaseChannel, DeliveryError, type ChannelContext, type Delivery, type DeliveryResult } from './channel.ts';
 
@@ -27,7 +28,7 @@ export class JsonlChannel extends BaseChannel<z.infer<typeof JsonlChannelSchema>
       await mkdir(dirname(this.file), { recursive: true });
       await appendFile(this.file, line);
     } catch (err) {
-      throw new DeliveryError('delivery_failed', `cannot append to ${this.file}: ${err instanceof Error ? err.message : String(err)}`, { retriable: true, cause: err });
+      throw new DeliveryError('delivery_failed', `cannot append to ${this.file}: ${errorMessage(err)}`, { retriable: true, cause: err });
     }
     return { ref: '' };
   }

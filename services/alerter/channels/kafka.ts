@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { errorMessage } from '../../../shared/errors.ts';
 import type { KafkaChannelSchema } from '../../../shared/config.ts';
 import { TOPIC } from '../../../shared/names.ts';
 import { BaseChannel, DeliveryError, type Delivery, type DeliveryResult } from './channel.ts';
@@ -22,7 +23,7 @@ export class KafkaChannel extends BaseChannel<z.infer<typeof KafkaChannelSchema>
         },
       ]);
     } catch (err) {
-      throw new DeliveryError('delivery_failed', `publish to the alerts topic failed: ${err instanceof Error ? err.message : String(err)}`, { retriable: true, cause: err });
+      throw new DeliveryError('delivery_failed', `publish to the alerts topic failed: ${errorMessage(err)}`, { retriable: true, cause: err });
     }
     return { ref: '' };
   }
