@@ -203,13 +203,23 @@ export class Outbox {
     return last === undefined ? now : Math.max(now, last + this.deps.updateIntervalMs);
   }
 
+  /**
+   * When an entry may go. An update also waits `updateIntervalMs` after the incident's last
+   * delivery on the channel: it may have been created while that delivery was on the wire.
+   */
+  private dueAt(e: OutboxEntry): number {
+    if (e.kind !== 'update' || e.attempts > 0) return e.next_attempt_at;
+    const last = this.lastSent.peek(`${e.incident_id}|${e.channel}`);
+    return last === undefined ? e.next_attempt_at : Math.max(e.next_attempt_at, last + this.deps.updateIntervalMs);
+  }
+
   /** True when no delivery is on the wire and none is due (entries waiting for a retry do not count). */
   idle(): boolean {
     const now = this.now();
     if (this.held.size > 0) return false;
     for (const lane of this.lanes.values()) {
       if (lane.inflight || lane.reloading) return false;
-      if (lane.entries.some((e) => e.next_attempt_at <= now)) return false;
+      if (lane.entries.some((e) => this.dueAt(e) <= now)) return false;
     }
     return true;
   }
@@ -270,11 +280,12 @@ export class Outbox {
       if (seen.has(e.incident_id)) continue;
       seen.add(e.incident_id);
       if (this.held.has(e.id)) continue;
-      if (e.next_attempt_at <= now) {
+      const due = this.dueAt(e);
+      if (due <= now) {
         pick = e;
         break;
       }
-      nextDue = Math.min(nextDue, e.next_attempt_at);
+      nextDue = Math.min(nextDue, due);
     }
     if (!pick) {
       if (nextDue < Infinity) this.schedule(lane, nextDue - now);
