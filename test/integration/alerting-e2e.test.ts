@@ -4,11 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmbedded } from '../../services/embedded.ts';
+import { startAlerterService } from '../../services/services.ts';
 import { replay } from '../../services/replay/replay.ts';
 import { ClickHouseStore } from '../../services/storage/store.ts';
 import { AlertMessageSchema } from '../../shared/alert.ts';
 import { parseConfig } from '../../shared/config.ts';
+import { FindingSchema } from '../../shared/finding.ts';
 import { eventId } from '../../shared/ids.ts';
+import { TOPIC } from '../../shared/names.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { startReceiver, waitFor, type Receiver } from './alerting-harness.ts';
 
@@ -173,6 +176,29 @@ describe('alerting end to end (replay through the embedded pipeline)', () => {
       expect(AlertMessageSchema.parse(msg)).toMatchObject({ kind: 'trigger', task_id: TASK, incident: { detector: 'lateral-movement', severity: 'high' } });
     } finally {
       await server.shutdown();
+    }
+  }, 60_000);
+
+  it('the alerter service (distributed wiring) defaults to JSON lines on stdout and the alerts topic', async () => {
+    // The CLI refuses to run it without Kafka; the wiring itself is bus-agnostic, so an in-memory
+    // LocalBus stands in here (the Kafka suite runs the real broker).
+    const cfg = parseConfig({ dataDir: join(dir, 'data'), bus: { durable: false }, service: { healthPort: 0 }, storage: { database: 'e2e_service' } });
+    const lines: string[] = [];
+    const svc = await startAlerterService(cfg, silentLogger(), (l) => lines.push(l));
+    try {
+      const bus = svc.bus;
+      if (!bus) throw new Error('the alerter service has no bus');
+      const onTopic: string[] = [];
+      const sub = await bus.subscribe({ topics: [TOPIC.alerts], fromBeginning: true, onBatch: async (b) => void onTopic.push(...b.messages.map((m) => m.value.incident_id)) });
+      const f = FindingSchema.parse({ id: 'svc-f1', detector: 'credential-lifecycle', rule: 'use-after-revoke', severity: 'high', title: 'Token used after revocation', task_id: TASK, time: BASE, evidence: [] });
+      await bus.publish(TOPIC.findings, [{ key: TASK, value: f }]);
+      await waitFor(() => lines.length === 1 && onTopic.length === 1, 10_000, 'stdout line and alerts topic message');
+      const msg = AlertMessageSchema.parse(JSON.parse(lines[0] ?? '{}'));
+      expect(msg).toMatchObject({ kind: 'trigger', task_id: TASK, incident: { rule: 'use-after-revoke', severity: 'high' } });
+      expect(onTopic).toEqual([msg.incident.id]);
+      await sub.shutdown();
+    } finally {
+      await svc.shutdown();
     }
   }, 60_000);
 });
