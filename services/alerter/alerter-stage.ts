@@ -8,6 +8,7 @@ import type { Finding } from '../../shared/finding.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { MetricsRegistry } from '../../shared/metrics.ts';
 import { Mutex } from '../../shared/mutex.ts';
+import { sleep } from '../../shared/sleep.ts';
 import { GROUP, TOPIC } from '../../shared/names.ts';
 import type { Suppression } from '../../detectors/policy.ts';
 import type { Store } from '../storage/store.ts';
@@ -20,6 +21,13 @@ import { SuppressionMatcher } from './suppression.ts';
 
 /** Evidence ids per finding looked up for resource suppressions. */
 const MAX_EVIDENCE_LOOKUP = 50;
+
+/**
+ * Waits before looking again for evidence events not found yet, ms. The correlator publishes an
+ * event as soon as it is resolved and stores it in parallel, so a finding can reach the alerter
+ * before its evidence is stored (one storage batch, `storage.batchMaxDelayMs`, later).
+ */
+const EVIDENCE_RETRY_MS = [100, 250, 500] as const;
 
 /** How the alerter runs, which decides the default channels (see {@link effectiveChannels}). */
 export type AlerterMode = 'embedded' | 'replay' | 'distributed';
@@ -144,7 +152,7 @@ export class AlerterStage {
     if (missing.length > 0) this.manager.remember(await this.deps.store.incidentsByFingerprint(missing));
     let resources = new Map<string, string[]>();
     if (this.suppressions.needsResources) {
-      const events = await this.deps.store.eventsByIds(
+      const events = await this.lookupEvidence(
         findings.map((f) => f.task_id),
         findings.flatMap((f) => f.evidence.slice(0, MAX_EVIDENCE_LOOKUP)),
       );
@@ -178,7 +186,7 @@ export class AlerterStage {
     let events: TimelineEvent[] = [];
     if (notified.size > 0 && cfg.incidents.evidenceLimit > 0) {
       const incs = [...notified.values()];
-      events = await store.eventsByIds(
+      events = await this.lookupEvidence(
         incs.map((i) => i.task_id),
         incs.flatMap((i) => i.evidence.slice(0, cfg.incidents.evidenceLimit)),
       );
@@ -199,6 +207,22 @@ export class AlerterStage {
     // findings recreate the same entries (same ids) instead of losing them.
     await this.outbox.add(outgoing);
     await store.upsertIncidents(changes.changed);
+  }
+
+  /**
+   * Stored evidence events by id. Looks in the given tasks and among unattributed events (task
+   * `''`), which evidence may include; looks again a few times while some are missing.
+   */
+  private async lookupEvidence(taskIds: readonly string[], ids: readonly string[]): Promise<TimelineEvent[]> {
+    const want = new Set(ids);
+    const tasks = [...new Set([...taskIds, ''])];
+    let events = await this.deps.store.eventsByIds(tasks, [...want]);
+    for (const wait of EVIDENCE_RETRY_MS) {
+      if (events.length >= want.size || this.stopped) break;
+      await sleep(wait);
+      events = await this.deps.store.eventsByIds(tasks, [...want]);
+    }
+    return events;
   }
 
   /** Findings published but not yet consumed. */

@@ -334,8 +334,9 @@ describe('delivery', () => {
     await waitFor(async () => (await a.store.listOutbox({ status: 'dead' })).length === 1, 5000, 'dead letter');
     expect(hook.requests).toHaveLength(3);
     expect(a.metrics.counter('runtrail_alert_dead_letters_total', '').get({ channel: 'soc-hook' })).toBe(1);
-    const dl = await a.store.querySql("SELECT stage, code, reason FROM dead_letters WHERE stage = 'alerter'");
-    expect(dl).toEqual([{ stage: 'alerter', code: 'delivery_failed', reason: expect.stringContaining('HTTP 503: maintenance (after 3 attempts)') }]);
+    const deadLetters = () => a.store.querySql("SELECT stage, code, reason FROM dead_letters WHERE stage = 'alerter'");
+    await waitFor(async () => (await deadLetters()).length > 0, 5000, 'the dead_letters row');
+    expect(await deadLetters()).toEqual([{ stage: 'alerter', code: 'delivery_failed', reason: expect.stringContaining('HTTP 503: maintenance (after 3 attempts)') }]);
 
     const cfgFile = join(dir, `cli-${database}.json`);
     writeFileSync(cfgFile, JSON.stringify({ dataDir: join(dir, 'data'), storage: { database }, logLevel: 'silent' }));
