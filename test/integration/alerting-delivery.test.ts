@@ -361,4 +361,28 @@ describe('delivery', () => {
     expect(hook.requests).toHaveLength(1);
     expect((await a.store.listOutbox())[0]?.last_error).toMatch(/delivery_rejected: HTTP 400: bad payload/);
   });
+
+  it('Slack Web API errors: ratelimited is retried, channel_not_found is a dead letter at once', async () => {
+    let sec = 0;
+    const slack = await receiver((r) => {
+      const body = JSON.parse(r.body) as { channel: string };
+      if (body.channel === 'C0GONE') return { status: 200, body: '{"ok":false,"error":"channel_not_found"}' };
+      return { status: 200, body: sec++ === 0 ? '{"ok":false,"error":"ratelimited"}' : '{"ok":true,"channel":"C0SEC","ts":"1.1"}' };
+    });
+    const a = await alerter({
+      channels: [
+        { type: 'slack', name: 'ok-later', botToken: 'xoxb-1', channel: 'C0SEC', apiUrl: slack.url },
+        { type: 'slack', name: 'gone', botToken: 'xoxb-1', channel: 'C0GONE', apiUrl: slack.url },
+      ],
+      delivery: FAST,
+      incidents: INCIDENTS,
+    });
+    await a.publish([finding()]);
+    await waitFor(async () => (await a.store.listOutbox({ status: 'delivered' })).length === 1 && (await a.store.listOutbox({ status: 'dead' })).length === 1, 5000, 'one delivered, one dead');
+    const [dead] = await a.store.listOutbox({ status: 'dead' });
+    expect(dead).toMatchObject({ channel: 'gone', attempts: 1 });
+    expect(dead?.last_error).toContain('channel_not_found');
+    const [ok] = await a.store.listOutbox({ status: 'delivered' });
+    expect(ok).toMatchObject({ channel: 'ok-later', attempts: 2, ref: 'C0SEC|1.1' });
+  });
 });
