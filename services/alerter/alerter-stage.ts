@@ -5,11 +5,12 @@ import { JsonlChannelSchema, KafkaChannelSchema, type AlertingConfig, type Chann
 import type { TimelineEvent } from '../../shared/event.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import type { Finding } from '../../shared/finding.ts';
-import type { Logger } from '../../shared/logger.ts';
+import { RateLimitedLog, type Logger } from '../../shared/logger.ts';
 import type { MetricsRegistry } from '../../shared/metrics.ts';
 import { Mutex } from '../../shared/mutex.ts';
 import { sleep } from '../../shared/sleep.ts';
 import { GROUP, TOPIC } from '../../shared/names.ts';
+import { retryUntilStopped } from '../../shared/retry.ts';
 import type { Suppression } from '../../detectors/policy.ts';
 import type { Store } from '../storage/store.ts';
 import type { Channel } from './channels/channel.ts';
@@ -84,11 +85,13 @@ export class AlerterStage {
   readonly outbox: Outbox;
   private sweepTimer: NodeJS.Timeout | undefined;
   private stopped: Promise<void> | undefined;
+  private readonly retryLog: RateLimitedLog;
   private readonly now: () => number;
   private readonly m;
 
   constructor(private readonly deps: AlerterStageDeps) {
     this.log = deps.log.child({ component: 'alerter' });
+    this.retryLog = new RateLimitedLog(this.log, 'alerter storage call failed; retrying');
     this.now = deps.now ?? Date.now;
     this.channels = createChannels(deps.channels, {
       bus: deps.bus,
@@ -145,11 +148,16 @@ export class AlerterStage {
     await this.sub?.commit([{ topic: batch.topic, partition: batch.partition, offset: batch.nextOffset }]);
   }
 
+  /** Retries a storage call until it succeeds or the stage stops (like the other stages' outputs). */
+  private retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return retryUntilStopped(fn, { baseMs: 200, stopped: () => this.stopped !== undefined, log: this.retryLog, what });
+  }
+
   /** Applies findings (in order) and stores what they change. */
   async process(findings: readonly Finding[]): Promise<void> {
     if (findings.length === 0) return;
     const missing = this.manager.missing(findings);
-    if (missing.length > 0) this.manager.remember(await this.deps.store.incidentsByFingerprint(missing));
+    if (missing.length > 0) this.manager.remember(await this.retrying('load incidents', () => this.deps.store.incidentsByFingerprint(missing)));
     let resources = new Map<string, string[]>();
     if (this.suppressions.needsResources) {
       const events = await this.lookupEvidence(
@@ -159,9 +167,17 @@ export class AlerterStage {
       resources = new Map(events.map((e) => [e.event_id, e.resources.map((r) => r.id)]));
     }
     const changes = this.manager.apply(findings, (f) => f.evidence.flatMap((id) => resources.get(id) ?? []));
+    try {
+      await this.emit(changes);
+    } catch (err) {
+      // Only when stopping: the batch stays uncommitted and is redelivered. Forget what it did to
+      // the incidents, so the redelivery starts from the stored state instead of skipping the
+      // findings as already counted.
+      this.manager.forget(changes.changed.map((i) => i.fingerprint));
+      throw err;
+    }
     this.m.incidents.inc({ event: 'opened' }, changes.opened);
     this.m.suppressed.inc({}, changes.suppressed);
-    await this.emit(changes);
   }
 
   /** Resolves quiet incidents (also run by a timer). */
@@ -169,12 +185,15 @@ export class AlerterStage {
     return this.mutex.run(async () => {
       if (this.stopped) return;
       const changes = this.manager.sweep();
-      this.m.incidents.inc({ event: 'resolved' }, changes.changed.length);
       try {
         await this.emit(changes);
       } catch (err) {
-        this.log.error({ err: errorMessage(err) }, 'incident sweep failed; retried next sweep');
+        // Only when stopping; the open incidents are loaded again at the next start.
+        this.manager.forget(changes.changed.map((i) => i.fingerprint));
+        this.log.warn({ err: errorMessage(err) }, 'incident sweep abandoned at shutdown');
+        return;
       }
+      this.m.incidents.inc({ event: 'resolved' }, changes.changed.length);
     });
   }
 
@@ -205,8 +224,8 @@ export class AlerterStage {
     });
     // Outbox first: were the process to stop before the incidents are stored, the redelivered
     // findings recreate the same entries (same ids) instead of losing them.
-    await this.outbox.add(outgoing);
-    await store.upsertIncidents(changes.changed);
+    await this.retrying('store outbox entries', () => this.outbox.add(outgoing));
+    await this.retrying('store incidents', () => store.upsertIncidents(changes.changed));
   }
 
   /**
@@ -216,11 +235,12 @@ export class AlerterStage {
   private async lookupEvidence(taskIds: readonly string[], ids: readonly string[]): Promise<TimelineEvent[]> {
     const want = new Set(ids);
     const tasks = [...new Set([...taskIds, ''])];
-    let events = await this.deps.store.eventsByIds(tasks, [...want]);
+    const look = (): Promise<TimelineEvent[]> => this.retrying('look up evidence', () => this.deps.store.eventsByIds(tasks, [...want]));
+    let events = await look();
     for (const wait of EVIDENCE_RETRY_MS) {
       if (events.length >= want.size || this.stopped) break;
       await sleep(wait);
-      events = await this.deps.store.eventsByIds(tasks, [...want]);
+      events = await look();
     }
     return events;
   }

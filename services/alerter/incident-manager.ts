@@ -109,6 +109,11 @@ export class IncidentManager {
     for (const i of incidents) if (!this.open.has(i.fingerprint)) this.open.set(i.fingerprint, i);
   }
 
+  /** Drops incidents from memory (their next finding reloads them from storage). */
+  forget(fingerprints: readonly string[]): void {
+    for (const fp of fingerprints) this.open.delete(fp);
+  }
+
   /** A strictly increasing wall clock, so every stored version of an incident is newer than the last. */
   private tick(prev = 0): number {
     this.lastTime = Math.max(this.now(), this.lastTime + 1, prev + 1);

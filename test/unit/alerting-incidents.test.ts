@@ -56,6 +56,19 @@ describe('incident manager', () => {
     expect(again.notifications).toEqual([]);
   });
 
+  it('after forget (a batch that could not be stored), the redelivered findings count again from the stored state', () => {
+    const m = manager([ALL]);
+    const stored = m.apply([f({}, 1)]).changed;
+    const lost = m.apply([f({}, 2)]);
+    expect(lost.changed[0]?.finding_count).toBe(2);
+    m.forget(lost.changed.map((i) => i.fingerprint));
+    expect(m.missing([f({}, 2)])).toHaveLength(1);
+    m.remember(stored);
+    const again = m.apply([f({}, 2)]);
+    expect(again.changed[0]?.finding_count).toBe(2);
+    expect(again.notifications.map((n) => [n.kind, n.seq])).toEqual([['update', 2]]);
+  });
+
   it('later findings are updates; a severity rise escalates; each channel only from its minimum severity', () => {
     const m = manager([ALL, HIGH]);
     expect(m.apply([f({}, 1)]).notifications.map((n) => `${n.channel}:${n.kind}`)).toEqual(['all:trigger']);

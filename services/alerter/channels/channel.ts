@@ -28,6 +28,8 @@ export interface Channel {
   readonly route: ChannelConfig['route'];
   readonly ratePerMinute: number;
   readonly burst: number;
+  /** True when later deliveries need the `ref` of the first (Slack's update in place). */
+  readonly updatesInPlace: boolean;
   /** False for notifications this channel has no use for (PagerDuty ignores plain updates). */
   accepts(kind: NotificationKind): boolean;
   send(d: Delivery): Promise<DeliveryResult>;
@@ -54,6 +56,7 @@ export abstract class BaseChannel<C extends ChannelConfig> implements Channel {
   readonly route: ChannelConfig['route'];
   readonly ratePerMinute: number;
   readonly burst: number;
+  readonly updatesInPlace: boolean = false;
 
   constructor(
     protected readonly cfg: C,

@@ -69,6 +69,7 @@ const SlackApiAnswer = z.object({ ok: z.boolean(), error: z.string().optional(),
  */
 export class SlackChannel extends BaseChannel<z.infer<typeof SlackChannelSchema>> {
   readonly type = 'slack' as const;
+  override readonly updatesInPlace = this.cfg.botToken !== undefined;
 
   async send(d: Delivery): Promise<DeliveryResult> {
     const content = slackBlocks(d.kind, d.message);

@@ -150,8 +150,11 @@ export class Outbox {
         merged.set(target.id, row);
         continue;
       }
+      const id = `${n.incidentId}:${n.channel}:${n.seq}`;
+      // A redelivered batch recreates the ids it created before; the entry is already here.
+      if (lane.inflight?.id === id || lane.entries.some((e) => e.id === id)) continue;
       const entry: OutboxEntry = {
-        id: `${n.incidentId}:${n.channel}:${n.seq}`,
+        id,
         incident_id: n.incidentId,
         fingerprint: n.fingerprint,
         channel: n.channel,
@@ -324,7 +327,7 @@ export class Outbox {
     } catch (err) {
       return this.giveUp(lane, e, new DeliveryError('payload_invalid', `stored message does not decode: ${errorMessage(err)}`, { retriable: false }), e.attempts);
     }
-    const ref = e.kind === 'trigger' ? '' : (this.refs.get(key) ?? (await store.deliveryRef(e.incident_id, ch.name)));
+    const ref = e.kind === 'trigger' || !ch.updatesInPlace ? '' : (this.refs.get(key) ?? (await store.deliveryRef(e.incident_id, ch.name)));
     const started = this.now();
     try {
       const res = await ch.send({ id: e.id, kind: e.kind, message, ref });
