@@ -180,6 +180,8 @@ describe('incidents', () => {
       expect((hook.requests[i]?.at ?? 0) - (hook.requests[i - 1]?.at ?? 0)).toBeGreaterThanOrEqual(90);
     }
     expect(hook.requests.every((r) => verifySignature(r.headers, r.body))).toBe(true);
+    // A merged entry's message says what the entry is.
+    expect(hook.requests.every((r) => r.headers['x-runtrail-kind'] === message(r.body).kind)).toBe(true);
     const incidents = await a.store.listIncidents();
     expect(incidents).toHaveLength(1);
     expect(incidents[0]?.finding_count).toBe(100);

@@ -143,9 +143,17 @@ export class Outbox {
       const key = `${n.incidentId}|${n.channel}`;
       const target = n.kind === 'resolve' ? undefined : this.mergeTarget(lane, n.incidentId);
       if (target) {
+        // The merged entry keeps the stronger kind (a trigger not sent yet stays a trigger) and
+        // carries the newest message, relabelled with that kind.
         const kind = KIND_STRENGTH[n.kind] > KIND_STRENGTH[target.kind] ? n.kind : target.kind;
         const next = target.attempts > 0 ? target.next_attempt_at : this.firstAttemptAt(kind, key, now);
-        const row: OutboxEntry = { ...(merged.get(target.id) ?? target), kind, payload, next_attempt_at: next, version: this.version() };
+        const row: OutboxEntry = {
+          ...(merged.get(target.id) ?? target),
+          kind,
+          payload: JSON.stringify({ ...n.message, kind }),
+          next_attempt_at: next,
+          version: this.version(),
+        };
         this.held.add(target.id);
         merged.set(target.id, row);
         continue;
