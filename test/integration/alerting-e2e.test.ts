@@ -157,7 +157,7 @@ describe('alerting end to end (replay through the embedded pipeline)', () => {
   }, 60_000);
 
   it('runtrail start (embedded, live) delivers to its default channel, JSON lines in <dataDir>/alerts.jsonl', async () => {
-    const cfg = parseConfig({ dataDir: join(dir, 'data'), collector: { port: 0 }, bus: { fsync: false }, storage: { database: 'e2e_live' } });
+    const cfg = parseConfig({ dataDir: join(dir, 'data'), collector: { port: 0 }, api: { port: 0 }, bus: { fsync: false }, storage: { database: 'e2e_live' } });
     const server = await startEmbedded(cfg, silentLogger());
     const file = join(dir, 'data', 'alerts.jsonl');
     try {
