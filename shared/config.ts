@@ -365,7 +365,7 @@ export const DeliveryConfigSchema = z.strictObject({
 export const AlertingConfigSchema = z.strictObject({
   /** Run the alerter. Default true (`runtrail replay` runs it only when `channels` is set). */
   enabled: z.boolean().default(true),
-  /** Base URL of the API in message links (`<base>/v1/tasks/<id>/timeline`, `<base>/ui/tasks/<id>`). Default `http://127.0.0.1:8080`. */
+  /** Base URL of the API in message links (`<base>/v1/tasks/<id>/timeline`, `<base>/ui#/task/<id>`). Default `http://127.0.0.1:8080` (`api.port`'s default). */
   apiBaseUrl: z.string().url().default('http://127.0.0.1:8080'),
   /**
    * Channels. Unset = the mode's default: embedded `start` appends JSON lines to

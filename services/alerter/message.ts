@@ -1,11 +1,14 @@
 import type { AlertMessage, EvidenceSummary, Incident, NotificationKind } from '../../shared/alert.ts';
 import type { TimelineEvent } from '../../shared/event.ts';
 
-/** Links to a task in the API and the UI. */
+/**
+ * Links to a task in the API and the timeline page. The page routes on the URL fragment
+ * (`/ui#/task/<id>`, see `services/api/ui/app.js`), so that is the link that opens the task.
+ */
 export function taskLinks(apiBaseUrl: string, taskId: string): AlertMessage['links'] {
   const base = apiBaseUrl.replace(/\/+$/, '');
   const id = encodeURIComponent(taskId);
-  return { timeline: `${base}/v1/tasks/${id}/timeline`, ui: `${base}/ui/tasks/${id}` };
+  return { timeline: `${base}/v1/tasks/${id}/timeline`, ui: `${base}/ui#/task/${id}` };
 }
 
 /** The few fields of an evidence event a message shows. */

@@ -77,7 +77,7 @@ describe('channels send the right requests', () => {
     expect(m).toMatchObject({ task_id: 'task-1', agent_id: 'billing-agent', workload_id: 'spiffe://example.org/ns/agents/sa/billing' });
     expect(m.frameworks).toEqual(['OWASP-AAI-T3', 'MITRE-T1550']);
     expect(m.links.timeline).toBe('http://api.example:8080/v1/tasks/task-1/timeline');
-    expect(m.links.ui).toBe('http://api.example:8080/ui/tasks/task-1');
+    expect(m.links.ui).toBe('http://api.example:8080/ui#/task/task-1');
     expect(req?.headers['x-runtrail-delivery']).toMatch(new RegExp(`^${m.incident.id}:webhook:1$`));
   });
 
@@ -91,8 +91,9 @@ describe('channels send the right requests', () => {
     await a.publish([finding({ severity: 'critical' })]);
     await waitFor(() => pd.requests.length === 2, 5000, 'trigger and resolve');
     const [trigger, resolve] = pd.requests.map((r) => JSON.parse(r.body) as Record<string, unknown>);
+    // The resolve is stored in the outbox before the incident row; the delivery can come first.
+    await waitFor(async () => (await a.store.listIncidents())[0]?.status === 'resolved', 5000, 'the resolved incident row');
     const [inc] = await a.store.listIncidents();
-    expect(inc?.status).toBe('resolved');
     expect(trigger).toMatchObject({
       routing_key: 'R0UT1NGKEY',
       event_action: 'trigger',
@@ -102,7 +103,7 @@ describe('channels send the right requests', () => {
     expect((trigger?.payload as { summary: string }).summary).toContain('Credential used from another workload');
     expect(trigger?.links).toEqual([
       { href: 'http://127.0.0.1:8080/v1/tasks/task-1/timeline', text: 'Task timeline (API)' },
-      { href: 'http://127.0.0.1:8080/ui/tasks/task-1', text: 'Task timeline (UI)' },
+      { href: 'http://127.0.0.1:8080/ui#/task/task-1', text: 'Task timeline (UI)' },
     ]);
     expect(resolve).toEqual({ routing_key: 'R0UT1NGKEY', event_action: 'resolve', dedup_key: inc?.fingerprint });
   });
@@ -128,7 +129,7 @@ describe('channels send the right requests', () => {
     const blocks = calls[0]?.body.blocks as Array<{ type: string; text?: { text: string } }>;
     expect(blocks[0]).toMatchObject({ type: 'header', text: { text: 'New incident: Credential used from another workload' } });
     expect(JSON.stringify(blocks)).toContain('task-1');
-    expect(JSON.stringify(blocks)).toContain('http://127.0.0.1:8080/ui/tasks/task-1');
+    expect(JSON.stringify(blocks)).toContain('http://127.0.0.1:8080/ui#/task/task-1');
     // Updates address the message the trigger created.
     expect(calls[1]?.body).toMatchObject({ channel: 'C0SEC', ts: '1700000000.001' });
     expect(JSON.stringify(calls[1]?.body.blocks)).toContain('2 finding(s)');

@@ -187,7 +187,7 @@ describe('message', () => {
     expect(msg.evidence[0]).toMatchObject({ resource: 'arn:e1', action: 's3:GetObject', outcome: 'success' });
     expect(msg.evidence_omitted).toBe(1);
     expect(msg.frameworks).toEqual(['OWASP-AAI-T2']);
-    expect(msg.links).toEqual({ timeline: 'http://h:8080/v1/tasks/t1/timeline', ui: 'http://h:8080/ui/tasks/t1' });
+    expect(msg.links).toEqual({ timeline: 'http://h:8080/v1/tasks/t1/timeline', ui: 'http://h:8080/ui#/task/t1' });
     expect(msg).toMatchObject({ task_id: 't1', agent_id: 'etl-agent', workload_id: 'spiffe://example.org/ns/etl/sa/loader' });
   });
 });
