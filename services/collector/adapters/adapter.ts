@@ -69,8 +69,50 @@ export function decodeUtf8(body: Buffer): string {
   }
 }
 
-/** One record read from a JSON / NDJSON body, or the reason it could not be read. */
-export type FramedRecord = { index: number; value: unknown } | { index: number; error: string };
+/** One record read from a JSON / NDJSON body, or the reason (and field, `''` for the whole record) it could not be read. */
+export type FramedRecord = { index: number; value: unknown } | { index: number; field: string; error: string };
+
+/**
+ * Deepest nesting of objects and arrays a JSON record may have; the record itself is level 1.
+ * Real audit records stay within a few dozen levels. Beyond this, the recursive walks that map,
+ * redact, hash and serialize records would exhaust the stack (a record nested a few thousand
+ * levels deep did), so such a record is rejected up front, naming the field that holds the nesting.
+ * Same bound as the OTLP protobuf decoder's.
+ */
+export const MAX_RECORD_DEPTH = 100;
+
+/**
+ * The top-level field under which `value` nests deeper than `max` levels (`''` when the record
+ * itself is, e.g. an array of arrays), or undefined when it does not. Iterative, so it cannot
+ * overflow the stack it protects.
+ */
+export function tooDeepField(value: unknown, max: number = MAX_RECORD_DEPTH): string | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const stack: Array<{ v: object; depth: number; top: string }> = [{ v: value, depth: 1, top: '' }];
+  for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
+    if (item.depth > max) return item.top;
+    const { v, depth, top } = item;
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        const inner: unknown = v[i];
+        if (typeof inner === 'object' && inner !== null) stack.push({ v: inner, depth: depth + 1, top: depth === 1 ? String(i) : top });
+      }
+    } else {
+      for (const k in v) {
+        const inner: unknown = (v as Record<string, unknown>)[k];
+        if (typeof inner === 'object' && inner !== null) stack.push({ v: inner, depth: depth + 1, top: depth === 1 ? k : top });
+      }
+    }
+  }
+  return undefined;
+}
+
+/** The record as a framed record, or a framing error when it nests deeper than {@link MAX_RECORD_DEPTH}. */
+function framed(index: number, value: unknown, where: string): FramedRecord {
+  const field = tooDeepField(value);
+  if (field === undefined) return { index, value };
+  return { index, field, error: `${where}nested deeper than ${MAX_RECORD_DEPTH} levels of objects and arrays` };
+}
 
 /**
  * Splits a JSON body into records. Accepts a JSON array, a single JSON object, a wrapper object
@@ -92,14 +134,14 @@ export function frameJsonRecords(body: Buffer, wrapperKeys: readonly string[] = 
       // Not one document: fall through to NDJSON (a multi-line `{...}\n{...}` body).
     }
     if (parsed) {
-      if (Array.isArray(doc)) return doc.map((value, index) => ({ index, value }));
+      if (Array.isArray(doc)) return doc.map((value, index) => framed(index, value, ''));
       if (typeof doc === 'object' && doc !== null) {
         for (const k of wrapperKeys) {
           const inner = (doc as Record<string, unknown>)[k];
-          if (Array.isArray(inner)) return inner.map((value, index) => ({ index, value }));
+          if (Array.isArray(inner)) return inner.map((value, index) => framed(index, value, ''));
         }
       }
-      return [{ index: 0, value: doc }];
+      return [framed(0, doc, '')];
     }
     if (trimmed[0] === '[') throw new BodyError('body is not valid JSON: a JSON array that does not parse');
   }
@@ -110,12 +152,16 @@ export function frameJsonRecords(body: Buffer, wrapperKeys: readonly string[] = 
   for (let i = 0; i < lines.length; i++) {
     const line = (lines[i] as string).trim();
     if (line === '') continue;
+    let value: unknown;
     try {
-      out.push({ index, value: JSON.parse(line) });
-      good++;
+      value = JSON.parse(line);
     } catch (err) {
-      out.push({ index, error: `line ${i + 1}: not valid JSON (${(err as Error).message})` });
+      out.push({ index, field: '', error: `line ${i + 1}: not valid JSON (${(err as Error).message})` });
+      index++;
+      continue;
     }
+    out.push(framed(index, value, `line ${i + 1}: `));
+    good++;
     index++;
   }
   if (good === 0) throw new BodyError('body is not valid JSON or NDJSON: no record could be parsed');
