@@ -2,8 +2,10 @@ import {
   CanonicalEventSchema,
   CREDENTIAL_KINDS,
   EVENT_SOURCES,
+  EVENT_TIME_RANGE,
   EVENT_TYPES,
   INGEST_FORMATS,
+  MAX_EVENT_TIME_MS,
   SENSITIVITY_LEVELS,
   type CanonicalEvent,
   type CanonicalEventInput,
@@ -255,6 +257,7 @@ function optInt(o: Record<string, unknown>, key: string, path: string, min: numb
 function time(v: unknown, field: string, optional: boolean): void {
   if (v === undefined && optional) return;
   if (!(typeof v === 'number' && Number.isFinite(v) && v >= 0)) fail(field, `expected finite non-negative epoch milliseconds, got ${JSON.stringify(v)}`);
+  if (v > MAX_EVENT_TIME_MS) fail(field, `${EVENT_TIME_RANGE}, got ${v}`);
 }
 
 function nested(v: unknown, field: string): Record<string, unknown> | undefined {
@@ -326,7 +329,7 @@ export function checkCanonicalEvent(input: CanonicalEventInput): CanonicalEvent 
     if (!KINDS.has(cred.kind)) fail('credential.kind', `expected one of ${CREDENTIAL_KINDS.join(', ')}`);
     for (const k of ['parent_id', 'subject', 'session_name']) optStr(cred, k, 'credential.');
     record(cred.tags, 'credential.tags', 'string');
-    if (cred.expires_at !== undefined && !(typeof cred.expires_at === 'number' && Number.isFinite(cred.expires_at))) fail('credential.expires_at', 'expected a finite number');
+    time(cred.expires_at, 'credential.expires_at', true);
   }
   const proc = nested(e.process, 'process');
   if (proc) {
@@ -346,7 +349,7 @@ export function checkCanonicalEvent(input: CanonicalEventInput): CanonicalEvent 
   if (del) for (const k of ['to_agent_id', 'to_agent_name', 'to_task_id']) optStr(del, k, 'delegation.');
   if (e.attributes === undefined) e.attributes = {};
   else nested(e.attributes, 'attributes');
-  if (e.ingested_at !== undefined && !(typeof e.ingested_at === 'number' && Number.isFinite(e.ingested_at) && e.ingested_at >= 0)) fail('ingested_at', 'expected finite non-negative epoch milliseconds');
+  time(e.ingested_at, 'ingested_at', true);
   return e as CanonicalEvent;
 }
 
