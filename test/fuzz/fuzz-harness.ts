@@ -166,7 +166,15 @@ export async function expectStoredExactly(fs: FuzzServer): Promise<{ distinct: n
     await drain();
     got = await read();
   }
-  expect(got.distinct, 'distinct event ids stored vs acknowledged').toBe(fs.acknowledged);
+  let why = '';
+  if (got.distinct !== fs.acknowledged) {
+    // Say where the events went missing: insert errors, dead letters, what is stored per format.
+    const metrics = await (await fetch(`${fs.base}/metrics`)).text();
+    const lines = metrics.split('\n').filter((l) => !l.startsWith('#') && /insert_errors|dead_letters|pending|evictions/.test(l));
+    const byFormat = await store.querySql('SELECT format, count() AS n, min(event_time) AS first, max(event_time) AS last FROM events GROUP BY format');
+    why = `\n${lines.join('\n')}\nstored: ${JSON.stringify(byFormat)}`;
+  }
+  expect(got.distinct, `distinct event ids stored vs acknowledged${why}`).toBe(fs.acknowledged);
   expect(got.rows, 'rows after deduplication vs acknowledged').toBe(fs.acknowledged);
   return got;
 }

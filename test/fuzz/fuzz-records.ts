@@ -28,12 +28,21 @@ export function hex16(uid: string): string {
 export interface Filler {
   text: string;
   extra: unknown;
+  /** Event time, epoch ms, anywhere in the storable range; whole ms (ISO 8601 carries no more in every format). */
+  timeMs?: number;
 }
 
-/** Arbitrary filler: unicode text and a shallow JSON value. */
+/** Strings that have broken text formats before: separators, escapes, NUL, lone surrogates, SQL and TSV specials. */
+const NASTY_STRINGS = ['\u0000', '\t', '\n', '\r\n', '\\', '\\N', '"', "'", '\ud800', '\udfff', '\ufeff', '\u2028', "'); DROP TABLE events; --", '{{', '[]', 'null', '\u001b[31m'];
+
+/** Times at every digit count of epoch microseconds (ClickHouse text parsing depends on it), and the ends of the range. */
+const EDGE_TIMES_MS = [1, 999, 1000, 99_999, 100_000, 1e8 - 1, 1e8, 1e9, 1e10, 1e11, 1e12 - 1, 1e12, 1e13 - 1, 1e13, Date.UTC(2299, 11, 31, 23, 59, 59, 999)];
+
+/** Arbitrary filler: unicode and hostile text, a shallow JSON value, and an event time. */
 export const fillerArb: fc.Arbitrary<Filler> = fc.record({
-  text: fc.string({ unit: 'grapheme', maxLength: 40 }),
+  text: fc.oneof(fc.string({ unit: 'grapheme', maxLength: 40 }), fc.string({ unit: 'binary', maxLength: 20 }), fc.constantFrom(...NASTY_STRINGS)),
   extra: fc.jsonValue({ maxDepth: 3 }),
+  timeMs: fc.oneof(fc.constant(undefined), fc.constantFrom(...EDGE_TIMES_MS), fc.integer({ min: 1, max: Date.UTC(2299, 11, 31, 23, 59, 59, 999) })),
 });
 
 /** One way of breaking a record. */
@@ -61,8 +70,11 @@ export interface FuzzFormat {
   pathFields?: boolean;
 }
 
-const ISO = (s: number): string => new Date(Date.parse('2026-05-01T12:00:00Z') + s * 1000).toISOString();
-const NANOS = (s: number): string => String(BigInt(Date.parse('2026-05-01T12:00:00Z') + s * 1000) * 1_000_000n);
+const BASE_MS = Date.parse('2026-05-01T12:00:00Z');
+/** The filler's time, else the base time plus `s` seconds, as epoch ms. */
+const msOf = (f: Filler, s: number): number => f.timeMs ?? BASE_MS + s * 1000;
+const ISO = (f: Filler, s: number): string => new Date(msOf(f, s)).toISOString();
+const NANOS = (f: Filler, s: number): string => String(BigInt(msOf(f, s)) * 1_000_000n);
 
 function without(rec: Record<string, unknown>, key: string): Record<string, unknown> {
   const { [key]: _dropped, ...rest } = rec;
@@ -85,7 +97,7 @@ export const CLOUDTRAIL: FuzzFormat = {
   good: (uid, f) => ({
     eventVersion: '1.08',
     eventID: `ct-${uid}`,
-    eventTime: ISO(1),
+    eventTime: ISO(f, 1),
     eventSource: 's3.amazonaws.com',
     eventName: 'GetObject',
     awsRegion: 'eu-west-1',
@@ -112,7 +124,7 @@ export const VAULT: FuzzFormat = {
   contentTypes: ['application/json', 'application/x-ndjson', 'text/plain'],
   framings: ['array', 'ndjson'],
   good: (uid, f) => ({
-    time: ISO(2),
+    time: ISO(f, 2),
     type: 'response',
     auth: { accessor: 'hmac-sha256:abcd', display_name: 'approle', metadata: { note: f.text } },
     request: { id: `vault-${uid}`, operation: 'read', path: 'secret/data/fuzz', remote_address: '10.0.0.9', data: { x: f.extra } },
@@ -145,8 +157,8 @@ export const K8S_AUDIT: FuzzFormat = {
     userAgent: f.text,
     objectRef: { resource: 'secrets', namespace: 'agents', name: 'x', apiVersion: 'v1' },
     responseStatus: { metadata: {}, code: 200 },
-    requestReceivedTimestamp: ISO(3),
-    stageTimestamp: ISO(3),
+    requestReceivedTimestamp: ISO(f, 3),
+    stageTimestamp: ISO(f, 3),
   }),
   breakages: [
     { name: 'unknown stage', field: 'stage', apply: (r) => ({ ...r, stage: 'Weird' }) },
@@ -172,7 +184,7 @@ export const FALCO: FuzzFormat = {
     rule: 'Terminal shell in container',
     source: 'syscall',
     tags: ['container', 'shell'],
-    time: ISO(4),
+    time: ISO(f, 4),
   }),
   breakages: [
     { name: 'rule missing', field: 'rule', apply: (r) => without(r, 'rule') },
@@ -191,7 +203,7 @@ export const RUNTRAIL: FuzzFormat = {
     id: `rt-${uid}`,
     source: 'workload',
     type: 'process.activity',
-    time: ISO(5),
+    time: ISO(f, 5),
     workload_id: 'spiffe://example.org/ns/agents/sa/fuzz',
     action: f.text === '' ? undefined : f.text,
     attributes: { note: f.text, extra: f.extra },
@@ -218,8 +230,8 @@ export const OTLP_TRACES: FuzzFormat = {
     spanId: hex16(uid),
     name: 'execute_tool fuzz',
     kind: 1,
-    startTimeUnixNano: NANOS(6),
-    endTimeUnixNano: NANOS(7),
+    startTimeUnixNano: NANOS(f, 6),
+    endTimeUnixNano: NANOS(f, 7),
     attributes: [
       { key: 'gen_ai.operation.name', value: { stringValue: 'execute_tool' } },
       { key: 'gen_ai.tool.name', value: { stringValue: 'fuzz_tool' } },
@@ -241,7 +253,7 @@ export const OTLP_LOGS: FuzzFormat = {
   framings: ['otlp-json', 'otlp-proto'],
   pathFields: true,
   good: (uid, f) => ({
-    timeUnixNano: NANOS(8),
+    timeUnixNano: NANOS(f, 8),
     severityText: 'INFO',
     body: { stringValue: `fuzz ${uid} ${f.text}` },
     attributes: [{ key: 'fuzz.uid', value: { stringValue: uid } }],
