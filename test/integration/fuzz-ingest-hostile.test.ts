@@ -1,3 +1,4 @@
+import { request } from 'node:http';
 import { brotliCompressSync, constants as zlibConstants, deflateSync, gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -298,6 +299,56 @@ describe('hostile bodies', () => {
     expect(grew, `RSS grew by ${Math.round(grew / 1048576)} MiB`).toBeLessThan(256 * 1024 * 1024);
     await expectHealthy(fz);
   }, 180_000);
+
+  it('answers any method on any path with a documented status and a JSON reason', async () => {
+    const paths = [...FORMATS.map((f) => f.path), '/healthz', '/readyz', '/v1', '/v1/ingest', '/v1/ingest/', '/v1/traces/', '/v1/events?x=1', '/%2e%2e/etc/passwd', '/v1/ingest/%ff'];
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom('GET', 'PUT', 'DELETE', 'PATCH', 'POST', 'OPTIONS'), fc.oneof(fc.constantFrom(...paths), fc.webPath()), async (method, path) => {
+        const res = await fetch(`${fz.base}${path.startsWith('/') ? path : `/${path}`}`, { method, body: method === 'GET' ? undefined : '{}', headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(10_000) });
+        const text = await res.text();
+        const what = `${method} ${path}`;
+        expect([200, 400, 404, 405], `${what}: ${res.status} ${text.slice(0, 200)}`).toContain(res.status);
+        if (res.status === 404 || res.status === 405) {
+          const body = JSON.parse(text) as { error?: string; message?: string };
+          expect(body.error, what).toBe(res.status === 404 ? 'not_found' : 'method_not_allowed');
+          expect(body.message, what).toBeTruthy();
+        }
+        if (res.status === 405) expect(res.headers.get('allow'), what).toBeTruthy();
+      }),
+      fcParams(26, 150),
+    );
+    await expectHealthy(fz);
+  }, 120_000);
+
+  it('survives uploads cut off mid-body and bodies that lie about their length', async () => {
+    const url = new URL(fz.base);
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...FORMATS), fc.integer({ min: 0, max: 4096 }), fc.integer({ min: 1, max: MAX_BODY_BYTES }), fc.boolean(), async (fmt, sentBytes, declared, chunked) => {
+        await new Promise<void>((resolve) => {
+          const headers: Record<string, string | number> = { 'content-type': 'application/json' };
+          if (!chunked) headers['content-length'] = Math.max(declared, sentBytes + 1);
+          const req = request({ host: url.hostname, port: url.port, path: fmt.path, method: 'POST', headers });
+          req.on('error', () => resolve());
+          req.on('response', (res) => {
+            res.resume();
+            res.on('end', () => resolve());
+          });
+          req.write(Buffer.alloc(sentBytes, 0x7b));
+          // The client goes away before the body is complete.
+          setImmediate(() => {
+            req.destroy();
+            resolve();
+          });
+        });
+      }),
+      fcParams(27, 60),
+    );
+    await expectHealthy(fz);
+    // And the server still does its job.
+    const batch = buildBatch(RUNTRAIL, goods(3), 'ndjson', [{ text: 'after aborts', extra: null }], 'application/x-ndjson', nextUid);
+    const r = await fz.post(RUNTRAIL.path, batch.body, { 'content-type': batch.contentType });
+    expect(r.json?.accepted).toBe(3);
+  }, 120_000);
 
   it('stores exactly what it acknowledged: nothing lost, nothing duplicated', async () => {
     expect(fz.acknowledged).toBeGreaterThan(200);
