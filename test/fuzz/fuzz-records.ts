@@ -112,6 +112,8 @@ export const CLOUDTRAIL: FuzzFormat = {
     { name: 'eventID of the wrong type', field: 'eventID', apply: (r) => ({ ...r, eventID: 12345 }) },
     { name: 'eventSource missing', field: 'eventSource', apply: (r) => without(r, 'eventSource') },
     { name: 'eventTime invalid', field: 'eventTime', apply: (r) => ({ ...r, eventTime: '2026-13-45T99:00:00Z' }) },
+    { name: 'eventTime without a zone', field: 'eventTime', apply: (r) => ({ ...r, eventTime: '2026-05-01 12:00:00' }) },
+    { name: 'eventTime past 2299', field: 'eventTime', apply: (r) => ({ ...r, eventTime: '9999-12-31T23:59:59Z' }) },
     { name: 'eventName an array', field: 'eventName', apply: (r) => ({ ...r, eventName: ['GetObject'] }) },
     { name: 'userIdentity a string', field: 'userIdentity', apply: (r) => ({ ...r, userIdentity: 'root' }) },
     { name: 'record not an object', field: '', apply: () => 42 },
@@ -134,6 +136,7 @@ export const VAULT: FuzzFormat = {
     { name: 'type not request/response', field: 'type', apply: (r) => ({ ...r, type: 'bogus' }) },
     { name: 'request.id missing', field: 'request.id', apply: (r) => setIn(r, ['request', 'id'], undefined) },
     { name: 'time invalid', field: 'time', apply: (r) => ({ ...r, time: 'not a time' }) },
+    { name: 'time before 1970', field: 'time', apply: (r) => ({ ...r, time: '1969-12-31T23:59:59Z' }) },
     { name: 'request.operation a number', field: 'request.operation', apply: (r) => setIn(r, ['request', 'operation'], 5) },
     { name: 'request not an object', field: 'request', apply: (r) => ({ ...r, request: [1, 2] }) },
   ],
@@ -167,6 +170,7 @@ export const K8S_AUDIT: FuzzFormat = {
     { name: 'verb a number', field: 'verb', apply: (r) => ({ ...r, verb: 7 }) },
     { name: 'no timestamps', field: 'requestReceivedTimestamp', apply: (r) => without(without(r, 'requestReceivedTimestamp'), 'stageTimestamp') },
     { name: 'requestReceivedTimestamp invalid', field: 'requestReceivedTimestamp', apply: (r) => ({ ...r, requestReceivedTimestamp: 'soon' }) },
+    { name: 'requestReceivedTimestamp past 2299', field: 'requestReceivedTimestamp', apply: (r) => ({ ...r, requestReceivedTimestamp: '2300-01-01T00:00:00Z' }) },
   ],
 };
 
@@ -189,6 +193,7 @@ export const FALCO: FuzzFormat = {
   breakages: [
     { name: 'rule missing', field: 'rule', apply: (r) => without(r, 'rule') },
     { name: 'time invalid', field: 'time', apply: (r) => ({ ...r, time: 'x' }) },
+    { name: 'time as epoch ms past 2299', field: 'time', apply: (r) => ({ ...r, time: 1e20 }) },
     { name: 'proc.pid not an integer', field: 'output_fields.proc.pid', apply: (r) => ({ ...r, output_fields: { 'proc.pid': 'abc' } }) },
     { name: 'rule an object', field: 'rule', apply: (r) => ({ ...r, rule: { name: 'x' } }) },
   ],
@@ -215,6 +220,8 @@ export const RUNTRAIL: FuzzFormat = {
     { name: 'time missing', field: 'time', apply: (r) => without(r, 'time') },
     { name: 'time invalid', field: 'time', apply: (r) => ({ ...r, time: 'yesterday-ish' }) },
     { name: 'time a boolean', field: 'time', apply: (r) => ({ ...r, time: true }) },
+    { name: 'time past 2299', field: 'time', apply: (r) => ({ ...r, time: '9999-12-31T23:59:59Z' }) },
+    { name: 'end_time past 2299', field: 'end_time', apply: (r) => ({ ...r, end_time: 1e16 }) },
     { name: 'resources not an array', field: 'resources', apply: (r) => ({ ...r, resources: 'bucket' }) },
   ],
 };

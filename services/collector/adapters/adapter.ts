@@ -405,16 +405,32 @@ export const read = {
     if (typeof v !== 'string') throw new RecordError(field, `expected a string, got ${typeName(v)}`);
     return v;
   },
-  /** Accepts RFC 3339 strings or epoch milliseconds; returns epoch ms. */
+  /**
+   * Accepts RFC 3339 strings (with their time zone) or epoch milliseconds, within the storable
+   * range (0..MAX_EVENT_TIME_MS); returns epoch ms. A string without a zone is refused: Date.parse
+   * would read it in the server's local time zone ("2026-05-01 12:00:00", even "1", year 2001).
+   */
   time(v: unknown, field: string): number {
-    if (typeof v === 'number' && Number.isFinite(v) && v >= 0) return v;
-    if (typeof v === 'string' && v !== '') {
-      const t = Date.parse(v);
-      if (!Number.isNaN(t)) return t + subMillis(v);
+    let t: number | undefined;
+    if (typeof v === 'number' && Number.isFinite(v) && v >= 0) t = v;
+    else if (typeof v === 'string' && RFC3339_WITH_ZONE.test(v)) t = isoToEpochMs(v);
+    if (t === undefined) {
+      const zone = typeof v === 'string' ? ' (a date and time with its zone, e.g. 2026-05-01T12:00:00Z)' : '';
+      throw new RecordError(field, v === undefined ? 'missing' : `expected RFC 3339 or epoch milliseconds, got ${JSON.stringify(v)?.slice(0, 60)}${zone}`);
     }
-    throw new RecordError(field, v === undefined ? 'missing' : `expected RFC 3339 or epoch milliseconds, got ${JSON.stringify(v)?.slice(0, 60)}`);
+    if (t < 0 || t > MAX_EVENT_TIME_MS) throw new RecordError(field, `${EVENT_TIME_RANGE}, got ${JSON.stringify(v)?.slice(0, 60)}`);
+    return t;
   },
 };
+
+/** RFC 3339 date-time with its zone (`Z` or a numeric offset); `T`, `t` or a space between date and time. */
+const RFC3339_WITH_ZONE = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:?\d{2})$/;
+
+/** Epoch ms of an ISO 8601 date-time, sub-millisecond digits kept; undefined when Date.parse cannot read it. No range check. */
+export function isoToEpochMs(iso: string): number | undefined {
+  const parsed = Date.parse(iso);
+  return Number.isNaN(parsed) ? undefined : parsed + subMillis(iso);
+}
 
 /** Fractional milliseconds beyond Date.parse's precision (`.123456789Z` -> 0.456789). */
 function subMillis(iso: string): number {
