@@ -5,6 +5,7 @@ import { expect } from 'vitest';
 import { parseConfig } from '../../shared/config.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { startEmbedded, type EmbeddedServer } from '../../services/embedded.ts';
+import { MAX_LISTED_REJECTIONS } from '../../services/collector/adapters/adapter.ts';
 
 /**
  * Test-only plumbing for the ingest fuzz suites (issue 7, hostile input): the real embedded
@@ -133,6 +134,9 @@ export function expectContract(r: Reply, what: string): void {
   expect(typeof j.accepted, `${what}: ${r.text.slice(0, 200)}`).toBe('number');
   expect(Array.isArray(j.rejected), `${what}: ${r.text.slice(0, 200)}`).toBe(true);
   expect(typeof j.skipped).toBe('number');
+  // Every rejection is counted; at most MAX_LISTED_REJECTIONS are listed.
+  expect(typeof j.rejected_total, `${what}: ${r.text.slice(0, 200)}`).toBe('number');
+  expect((j.rejected as unknown[]).length, what).toBeLessThanOrEqual(Math.min(j.rejected_total as number, MAX_LISTED_REJECTIONS));
   for (const x of j.rejected as WireRejection[]) {
     expect(Number.isInteger(x.index) && x.index >= 0, `${what}: rejection index ${JSON.stringify(x)}`).toBe(true);
     expect(typeof x.field).toBe('string');

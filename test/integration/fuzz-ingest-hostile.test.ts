@@ -2,7 +2,7 @@ import { request } from 'node:http';
 import { brotliCompressSync, constants as zlibConstants, deflateSync, gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MAX_RECORD_DEPTH } from '../../services/collector/adapters/adapter.ts';
+import { MAX_LISTED_REJECTIONS, MAX_RECORD_DEPTH } from '../../services/collector/adapters/adapter.ts';
 import { expectContract, expectHealthy, expectStoredExactly, fcParams, MAX_BODY_BYTES, MAX_DECOMPRESSED_BYTES, startFuzzServer, type FuzzServer, type WireRejection } from '../fuzz/fuzz-harness.ts';
 import { ENCODINGS, FORMATS, OTLP_LOGS, OTLP_TRACES, RUNTRAIL, buildBatch, encode, fillerArb, type Framing, type FuzzFormat, type Slot } from '../fuzz/fuzz-records.ts';
 
@@ -189,14 +189,17 @@ describe('hostile bodies', () => {
       }),
       fcParams(23, 15),
     );
-    // 40 000 records that are not objects: every one listed, none accepted.
-    const many = `[${Array.from({ length: 40_000 }, () => '1').join(',')}]`;
+    // 400 000 records that are not objects (a 1 KiB gzip body): the first MAX_LISTED_REJECTIONS
+    // are listed, all are counted, none accepted.
+    const many = `[${Array.from({ length: 400_000 }, () => '1').join(',')}]`;
     const r = await fz.post('/v1/ingest/falco', gzipSync(many), { 'content-type': 'application/json', 'content-encoding': 'gzip' });
     expectContract(r, 'many bad records');
     expect(r.status).toBe(400);
     const rejected = r.json?.rejected as WireRejection[];
-    expect(rejected).toHaveLength(40_000);
-    expect(rejected[39_999]).toEqual({ index: 39_999, field: '', reason: 'expected an object, got number' });
+    expect(rejected).toHaveLength(MAX_LISTED_REJECTIONS);
+    expect(rejected[MAX_LISTED_REJECTIONS - 1]).toEqual({ index: MAX_LISTED_REJECTIONS - 1, field: '', reason: 'expected an object, got number' });
+    expect(r.json?.rejected_total).toBe(400_000);
+    expect(r.headers.get('x-runtrail-rejected')).toBe('400000');
     // Over the wire limit, uncompressed: 413 naming the setting.
     const over = await fz.post(RUNTRAIL.path, 'x'.repeat(MAX_BODY_BYTES + 1));
     expect(over.status).toBe(413);

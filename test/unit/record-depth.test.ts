@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_RECORD_DEPTH, tooDeepField } from '../../services/collector/adapters/adapter.ts';
+import { MAX_LISTED_REJECTIONS, MAX_RECORD_DEPTH, tooDeepField } from '../../services/collector/adapters/adapter.ts';
 import { ADAPTERS } from '../../services/collector/adapters/index.ts';
 import { serializeForBus } from '../../services/collector/ingest.ts';
 import type { IngestFormat } from '../../shared/event.ts';
@@ -88,5 +88,27 @@ describe('records nested too deep', () => {
     ]);
     const logs = `{"resourceLogs":[{"resource":{},"scopeLogs":[{"logRecords":[{"timeUnixNano":"1777636800000000000","body":{"stringValue":${deepArray(20_000)}}}]}]}]}`;
     expect(parse('otlp-logs', logs).rejected).toEqual([{ index: 0, field: 'resourceLogs[0].scopeLogs[0].logRecords[0].body.stringValue', reason: 'nested deeper than 32 levels' }]);
+  });
+});
+
+/*
+ * Regression (issue 7, found while fuzzing with the default limits): a 64 KiB gzip body of
+ * millions of one-byte bad records made the collector list every rejection: gigabytes of memory,
+ * and past ~8 million an answer longer than V8 can build, sent as a retriable 503. Rejections are
+ * now listed up to MAX_LISTED_REJECTIONS and counted beyond.
+ */
+describe('a body of millions of bad records', () => {
+  it('lists the first MAX_LISTED_REJECTIONS rejections and counts all of them', () => {
+    const n = 250_000;
+    for (const format of ['runtrail', 'cloudtrail', 'falco'] as const) {
+      const r = ADAPTERS[format].parse(Buffer.from(`[${'1,'.repeat(n - 1)}1]`), 'application/json');
+      expect(r.records).toBe(n);
+      expect(r.rejectedCount).toBe(n);
+      expect(r.rejected).toHaveLength(MAX_LISTED_REJECTIONS);
+      expect(r.rejected.map((x) => x.index)).toEqual(Array.from({ length: MAX_LISTED_REJECTIONS }, (_, i) => i));
+    }
+    const few = ADAPTERS.runtrail.parse(Buffer.from('[1, 2, {"source":"agent","type":"model.call","time":1}]'), 'application/json');
+    expect(few.rejectedCount).toBe(2);
+    expect(few.rejected).toHaveLength(2);
   });
 });

@@ -31,7 +31,10 @@ export interface Rejection {
 /** What an adapter made of one body. */
 export interface AdapterResult {
   events: CanonicalEvent[];
+  /** The first {@link MAX_LISTED_REJECTIONS} rejections, in record order. */
   rejected: Rejection[];
+  /** All rejections, listed or not. */
+  rejectedCount: number;
   /** Records read (accepted + rejected + skipped). */
   records: number;
   /** Records deliberately ignored (e.g. Vault `request` entries whose `response` carries the same data). */
@@ -353,10 +356,18 @@ export function checkCanonicalEvent(input: CanonicalEventInput): CanonicalEvent 
   return e as CanonicalEvent;
 }
 
+/**
+ * Rejections listed per body; beyond it they are only counted. A 64 KiB gzip body can decompress
+ * to millions of one-byte bad records: listing every one took gigabytes and a minute, and the
+ * answer grew past the longest string V8 can build (a 503 that the shipper retried forever).
+ */
+export const MAX_LISTED_REJECTIONS = 1000;
+
 /** Collects events and rejections while an adapter walks its records. */
 export class ResultBuilder {
   readonly events: CanonicalEvent[] = [];
   readonly rejected: Rejection[] = [];
+  rejectedCount = 0;
   records = 0;
   skipped = 0;
 
@@ -371,19 +382,24 @@ export class ResultBuilder {
       }
       for (const e of produced) this.events.push(finalizeEvent(e));
     } catch (err) {
-      if (err instanceof RecordError) this.rejected.push({ index, field: err.field, reason: err.reason });
-      else this.rejected.push({ index, field: '', reason: err instanceof Error ? err.message : String(err) });
+      if (err instanceof RecordError) this.addRejection(index, err.field, err.reason);
+      else this.addRejection(index, '', err instanceof Error ? err.message : String(err));
     }
   }
 
   /** Records a framing error (the record could not even be parsed). */
   reject(index: number, field: string, reason: string): void {
     this.records++;
-    this.rejected.push({ index, field, reason });
+    this.addRejection(index, field, reason);
   }
 
   result(): AdapterResult {
-    return { events: this.events, rejected: this.rejected, records: this.records, skipped: this.skipped };
+    return { events: this.events, rejected: this.rejected, rejectedCount: this.rejectedCount, records: this.records, skipped: this.skipped };
+  }
+
+  private addRejection(index: number, field: string, reason: string): void {
+    this.rejectedCount++;
+    if (this.rejected.length < MAX_LISTED_REJECTIONS) this.rejected.push({ index, field, reason });
   }
 }
 
