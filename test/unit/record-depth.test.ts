@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { MAX_LISTED_REJECTIONS, MAX_RECORD_DEPTH, tooDeepField } from '../../services/collector/adapters/adapter.ts';
 import { ADAPTERS } from '../../services/collector/adapters/index.ts';
 import { serializeForBus } from '../../services/collector/ingest.ts';
+import { RecordError } from '../../shared/errors.ts';
 import type { IngestFormat } from '../../shared/event.ts';
 
 /*
@@ -110,5 +111,17 @@ describe('a body of millions of bad records', () => {
     const few = ADAPTERS.runtrail.parse(Buffer.from('[1, 2, {"source":"agent","type":"model.call","time":1}]'), 'application/json');
     expect(few.rejectedCount).toBe(2);
     expect(few.rejected).toHaveLength(2);
+  });
+});
+
+describe('RecordError', () => {
+  it('carries no stack trace (cheap to throw per bad record) and leaves the global limit as it was', () => {
+    const before = Error.stackTraceLimit;
+    const err = new RecordError('time', 'missing');
+    expect(Error.stackTraceLimit).toBe(before);
+    expect(err.message).toBe('field `time`: missing');
+    expect(err.reason).toBe('missing');
+    expect(String(err.stack).split('\n').filter((l) => l.trim().startsWith('at '))).toEqual([]);
+    expect(new Error('x').stack).toMatch(/\n\s+at /);
   });
 });
