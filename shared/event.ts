@@ -61,6 +61,19 @@ export type CredentialKind = z.infer<typeof CredentialKindSchema>;
 
 const optStr = z.string().min(1).optional();
 
+/**
+ * Latest instant an event may carry, epoch ms: 2299-12-31 23:59:59.999999 UTC, the end of the
+ * range of ClickHouse's DateTime64 columns. A later time could never be stored (the insert would
+ * fail for its whole batch), so it is refused at the edge, with the record and field named.
+ */
+export const MAX_EVENT_TIME_MS = Date.UTC(2299, 11, 31, 23, 59, 59, 999) + 0.999;
+
+/** Reason given for an epoch-ms time outside 0..{@link MAX_EVENT_TIME_MS}. */
+export const EVENT_TIME_RANGE = `expected epoch milliseconds from 0 to ${MAX_EVENT_TIME_MS} (year 2299)`;
+
+/** An instant the store can hold, epoch ms (fractional part carries sub-millisecond precision). */
+const epochMs = z.number().finite().nonnegative().max(MAX_EVENT_TIME_MS, { error: EVENT_TIME_RANGE });
+
 /** A resource an action touched (an ARN, a Vault path, a Kubernetes object, a URL, a file). */
 export const ResourceRefSchema = z.object({
   /** Resource type, e.g. `AWS::S3::Object`, `k8s/secrets`, `vault/path`, `file`. */
@@ -119,8 +132,8 @@ export const CredentialInfoSchema = z.object({
   session_name: optStr,
   /** Session tags / token metadata attached at issuance. */
   tags: z.record(z.string(), z.string()).optional(),
-  /** Epoch ms when the credential expires, when known. */
-  expires_at: z.number().optional(),
+  /** Epoch ms when the credential expires, when known (0..{@link MAX_EVENT_TIME_MS}). */
+  expires_at: epochMs.optional(),
 });
 export type CredentialInfo = z.infer<typeof CredentialInfoSchema>;
 
@@ -164,9 +177,9 @@ export const CanonicalEventSchema = z.object({
   source: EventSourceSchema,
   type: EventTypeSchema,
   /** Event time, epoch milliseconds (fractional part carries micro/nanosecond precision). */
-  time: z.number().finite().nonnegative(),
+  time: epochMs,
   /** End of the action for spans, epoch ms. */
-  end_time: z.number().finite().nonnegative().optional(),
+  end_time: epochMs.optional(),
   /** Adapter that produced the event. */
   format: IngestFormatSchema,
 
@@ -213,7 +226,7 @@ export const CanonicalEventSchema = z.object({
   /** Original attributes of the source record, kept for analysts and detectors. */
   attributes: AttributesSchema.default({}),
   /** Epoch ms when the collector accepted the record (set by the collector, not by adapters). */
-  ingested_at: z.number().nonnegative().optional(),
+  ingested_at: epochMs.optional(),
 });
 /** A canonical event after validation (defaults applied). */
 export type CanonicalEvent = z.infer<typeof CanonicalEventSchema>;

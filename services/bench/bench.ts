@@ -447,8 +447,8 @@ async function measure(
         // The collector's own path: conversion on its parse workers when it has them.
         const parsed = await pipeline.ingestor.prepare(ADAPTERS[b.format], b.body, b.contentType);
         if (pipeline.ingestor.parseWorkers === 0) parseMs += performance.now() - p0;
-        rejected += parsed.rejected.length;
-        if (parsed.accepted !== b.events || parsed.rejected.length > 0) {
+        rejected += parsed.rejectedCount;
+        if (parsed.accepted !== b.events || parsed.rejectedCount > 0) {
           const first = parsed.rejected[0];
           throw new Error(
             `generated ${b.format} body ${i} produced ${parsed.accepted} events, expected ${b.events}` +

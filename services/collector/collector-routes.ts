@@ -124,12 +124,12 @@ async function handleIngest(deps: CollectorDeps, adapter: Adapter, path: string,
     const wire = await readBody(req, deps.cfg.maxBodyBytes);
     const body = await decodeContent(wire, headerValue(req.headers['content-encoding']), deps.cfg.maxDecompressedBytes);
     const result = await deps.ingestor.ingest(adapter, body, ctype);
-    const status = result.records > 0 && result.accepted === 0 && result.rejected.length > 0 ? 400 : 200;
-    if (result.rejected.length > 0) {
-      deps.log.warn({ path, rejected: result.rejected.length, first: result.rejected[0] }, 'records rejected');
+    const status = result.records > 0 && result.accepted === 0 && result.rejectedCount > 0 ? 400 : 200;
+    if (result.rejectedCount > 0) {
+      deps.log.warn({ path, rejected: result.rejectedCount, first: result.rejected[0] }, 'records rejected');
     }
     if (protobuf) return sendOtlpProto(res, status, result);
-    sendJson(res, status, responseBody(result, isOtlp), { 'x-runtrail-accepted': String(result.accepted), 'x-runtrail-rejected': String(result.rejected.length) });
+    sendJson(res, status, responseBody(result, isOtlp), { 'x-runtrail-accepted': String(result.accepted), 'x-runtrail-rejected': String(result.rejectedCount) });
   } catch (err) {
     const { status, code, headers } = classify(err, deps.cfg.retryAfterS);
     errors.inc({ code });
@@ -148,17 +148,17 @@ function headerValue(h: string | string[] | undefined): string | undefined {
 
 /** Runtrail's response contract, plus OTLP's `partialSuccess` so OTLP clients understand it too. */
 function responseBody(r: IngestResult, otlp: boolean): Record<string, unknown> {
-  const body: Record<string, unknown> = { accepted: r.accepted, rejected: r.rejected, records: r.records, skipped: r.skipped };
-  if (otlp && r.rejected.length > 0) {
-    body.partialSuccess = { rejectedSpans: String(r.rejected.length), errorMessage: summarizeRejections(r) };
+  const body: Record<string, unknown> = { accepted: r.accepted, rejected: r.rejected, rejected_total: r.rejectedCount, records: r.records, skipped: r.skipped };
+  if (otlp && r.rejectedCount > 0) {
+    body.partialSuccess = { rejectedSpans: String(r.rejectedCount), errorMessage: summarizeRejections(r) };
   }
   return body;
 }
 
 function summarizeRejections(r: IngestResult): string {
   const shown = r.rejected.slice(0, 20).map((x) => `[${x.index}]${x.field ? ` field \`${x.field}\`:` : ''} ${x.reason}`);
-  const more = r.rejected.length > 20 ? `; and ${r.rejected.length - 20} more` : '';
-  return `${r.rejected.length} of ${r.records} records rejected: ${shown.join('; ')}${more}`;
+  const more = r.rejectedCount > shown.length ? `; and ${r.rejectedCount - shown.length} more` : '';
+  return `${r.rejectedCount} of ${r.records} records rejected: ${shown.join('; ')}${more}`;
 }
 
 /**
@@ -167,16 +167,16 @@ function summarizeRejections(r: IngestResult): string {
  */
 function sendOtlpProto(res: ServerResponse, status: number, r: IngestResult): void {
   let payload = Buffer.alloc(0);
-  if (r.rejected.length > 0) {
+  if (r.rejectedCount > 0) {
     const msg = Buffer.from(summarizeRejections(r));
-    const inner = Buffer.concat([Buffer.from([0x08]), varint(r.rejected.length), Buffer.from([0x12]), varint(msg.length), msg]);
+    const inner = Buffer.concat([Buffer.from([0x08]), varint(r.rejectedCount), Buffer.from([0x12]), varint(msg.length), msg]);
     payload = Buffer.concat([Buffer.from([0x0a]), varint(inner.length), inner]);
   }
   res.writeHead(status, {
     'content-type': 'application/x-protobuf',
     'content-length': payload.length,
     'x-runtrail-accepted': String(r.accepted),
-    'x-runtrail-rejected': String(r.rejected.length),
+    'x-runtrail-rejected': String(r.rejectedCount),
   });
   res.end(payload);
 }

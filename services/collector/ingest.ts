@@ -10,7 +10,10 @@ import { ParsePool, type ParsedBody, type SerializedTopic, type SourceTopicId } 
 export interface IngestResult {
   /** Events accepted and durable on the bus. */
   accepted: number;
+  /** The first rejections (at most MAX_LISTED_REJECTIONS). */
   rejected: Rejection[];
+  /** All rejections, listed or not. */
+  rejectedCount: number;
   records: number;
   skipped: number;
 }
@@ -20,6 +23,7 @@ export interface PreparedBody {
   format: string;
   accepted: number;
   rejected: Rejection[];
+  rejectedCount: number;
   records: number;
   skipped: number;
   topics: Array<{
@@ -126,10 +130,10 @@ export class Ingestor {
     const m = this.metrics;
     m.counter('runtrail_collector_records_total', 'Records read by the collector, by format').inc({ format: adapter.format }, prepared.records);
     m.counter('runtrail_collector_accepted_total', 'Events accepted by the collector, by format').inc({ format: adapter.format }, prepared.accepted);
-    if (prepared.rejected.length > 0) {
-      m.counter('runtrail_collector_rejected_total', 'Records rejected by the collector, by format').inc({ format: adapter.format }, prepared.rejected.length);
+    if (prepared.rejectedCount > 0) {
+      m.counter('runtrail_collector_rejected_total', 'Records rejected by the collector, by format').inc({ format: adapter.format }, prepared.rejectedCount);
     }
-    return { accepted: prepared.accepted, rejected: prepared.rejected, records: prepared.records, skipped: prepared.skipped };
+    return { accepted: prepared.accepted, rejected: prepared.rejected, rejectedCount: prepared.rejectedCount, records: prepared.records, skipped: prepared.skipped };
   }
 
   /** Converts a body (on a worker when there are any); throws the adapter's BodyError for an unreadable body. */
@@ -137,7 +141,7 @@ export class Ingestor {
     if (!this.pool) {
       const parsed = adapter.parse(body, contentType);
       if (this.redactor) for (const e of parsed.events) this.redactor.redactEvent(e);
-      return { format: adapter.format, accepted: parsed.events.length, rejected: parsed.rejected, records: parsed.records, skipped: parsed.skipped, topics: this.group(parsed.events, true) };
+      return { format: adapter.format, accepted: parsed.events.length, rejected: parsed.rejected, rejectedCount: parsed.rejectedCount, records: parsed.records, skipped: parsed.skipped, topics: this.group(parsed.events, true) };
     }
     return fromWorker(adapter.format, await this.pool.parse(adapter.format, contentType, body));
   }
@@ -160,7 +164,7 @@ export class Ingestor {
    */
   async publish(events: readonly CanonicalEvent[]): Promise<void> {
     if (events.length === 0) return;
-    await this.publishPrepared({ format: '', accepted: events.length, rejected: [], records: events.length, skipped: 0, topics: this.group(events, false) });
+    await this.publishPrepared({ format: '', accepted: events.length, rejected: [], rejectedCount: 0, records: events.length, skipped: 0, topics: this.group(events, false) });
   }
 
   /** Groups events by ingest topic; `alreadyRedacted` when they came through {@link prepare}. */
@@ -203,6 +207,7 @@ function fromWorker(format: string, r: ParsedBody): PreparedBody {
     format,
     accepted: r.accepted,
     rejected: r.rejected,
+    rejectedCount: r.rejectedCount,
     records: r.records,
     skipped: r.skipped,
     topics: r.topics.map((t) => {

@@ -42,6 +42,7 @@ export type ParseReply =
       topics: SerializedTopic[];
       accepted: number;
       rejected: Rejection[];
+      rejectedCount: number;
       records: number;
       skipped: number;
       /** Time the worker spent converting and serializing, ms. */

@@ -32,6 +32,7 @@ port.on('message', (req: ParseRequest) => {
       topics: serialized,
       accepted: parsed.events.length,
       rejected: parsed.rejected,
+      rejectedCount: parsed.rejectedCount,
       records: parsed.records,
       skipped: parsed.skipped,
       parseMs: performance.now() - t0,

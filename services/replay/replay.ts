@@ -106,7 +106,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayStats> {
       await replayFile(file, format, adapter, async (body, baseIndex) => {
         const parsed = adapter.parse(body, 'application/json');
         stats.records += parsed.records;
-        stats.rejected += parsed.rejected.length;
+        stats.rejected += parsed.rejectedCount;
         stats.skipped += parsed.skipped;
         for (const r of parsed.rejected) opts.onReject?.({ file, index: baseIndex + r.index, field: r.field, reason: r.reason });
         await publishWithBackpressure(() => pipeline.ingestor.publish(parsed.events));

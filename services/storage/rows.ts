@@ -7,6 +7,7 @@ import {
   MessagesSchema,
   NetworkInfoSchema,
   ProcessInfoSchema,
+  MAX_EVENT_TIME_MS,
   TimelineEventSchema,
   type CredentialBinding,
   type TimelineEvent,
@@ -100,7 +101,7 @@ export function msToMicros(ms: number): number {
 }
 
 /** Largest instant a `DateTime64(6)` holds (2299-12-31 23:59:59.999999 UTC), epoch ms. */
-export const MAX_DATETIME64_MS = Date.UTC(2299, 11, 31, 23, 59, 59, 999) + 0.999;
+export const MAX_DATETIME64_MS = MAX_EVENT_TIME_MS;
 
 /**
  * Like {@link msToMicros}, but refuses instants the column cannot hold: ClickHouse would fail the
@@ -123,6 +124,25 @@ export function microsToMs(us: number | string): number {
 
 const nullableMicros = (field: string, ms: number | undefined): number | null =>
   ms === undefined ? null : timeToMicros(field, ms);
+
+/** Microseconds in a bare 16-digit integer: from 2001-09-09 01:46:40 UTC to 2286-11-20 17:46:39.999999 UTC. */
+const TSV_TICKS_MIN_US = 1e15;
+const TSV_TICKS_MAX_US = 1e16;
+
+/**
+ * A `DateTime64(6)` value as TabSeparated text. ClickHouse reads a bare integer there as
+ * microsecond ticks only when it has 16 digits (measured on chdb 3.4.0); a shorter or longer one
+ * it parses as a compact date (`YYYYMMDD...`) or as seconds, so an event of 1990 or of 2290
+ * failed its whole insert batch, or was stored at another instant. Those get the explicit
+ * `YYYY-MM-DD hh:mm:ss.ffffff` form; the common case keeps the cheap integer.
+ */
+export function tsvDateTime64(field: string, ms: number): string {
+  const us = timeToMicros(field, ms);
+  if (us >= TSV_TICKS_MIN_US && us < TSV_TICKS_MAX_US) return String(us);
+  const seconds = Math.floor(us / 1e6);
+  const fraction = Math.min(999_999, Math.max(0, us - seconds * 1e6));
+  return `${new Date(seconds * 1000).toISOString().slice(0, 19).replace('T', ' ')}.${String(fraction).padStart(6, '0')}`;
+}
 const orUndefined = (s: string): string | undefined => (s === '' ? undefined : s);
 
 /** Parses a JSON string column; `''` stands for an absent object. */
@@ -218,9 +238,8 @@ export const EVENTS_CODEC: TableCodec<TimelineEvent> = {
   encode(e) {
     const t = e.tool;
     const m = e.model;
-    const end = nullableMicros('end_time', e.end_time);
     return (
-      `${tsvField(e.task_id)}\t${timeToMicros('time', e.time)}\t${end === null ? TSV_NULL : end}\t${tsvField(e.event_id)}\t` +
+      `${tsvField(e.task_id)}\t${tsvDateTime64('time', e.time)}\t${e.end_time === undefined ? TSV_NULL : tsvDateTime64('end_time', e.end_time)}\t${tsvField(e.event_id)}\t` +
       `${e.source}\t${e.type}\t${e.format}\t${e.attribution}\t${e.outcome}\t${e.sensitivity}\t` +
       `${tsvOpt(e.agent_id)}\t${tsvOpt(e.agent_name)}\t${tsvOpt(e.workload_id)}\t${tsvOpt(e.credential_id)}\t` +
       `${tsvOpt(e.trace_id)}\t${tsvOpt(e.span_id)}\t${tsvOpt(e.parent_span_id)}\t${tsvOpt(e.request_id)}\t` +
@@ -232,7 +251,7 @@ export const EVENTS_CODEC: TableCodec<TimelineEvent> = {
       `${tsvOpt(m?.name)}\t${tsvOpt(m?.provider)}\t${tsvNullableNumber(m?.input_tokens)}\t${tsvNullableNumber(m?.output_tokens)}\t` +
       `${tsvJson(e.messages)}\t${tsvJson(e.credential)}\t${tsvJson(e.process)}\t${tsvJson(e.network)}\t${tsvJson(e.delegation)}\t` +
       `${tsvJsonText(JSON.stringify(e.attributes))}\t${tsvField(e.join_key)}\t${tsvField(e.unattributed_reason)}\t` +
-      `${timeToMicros('ingested_at', e.ingested_at)}\t${e.late ? 'true' : 'false'}`
+      `${tsvDateTime64('ingested_at', e.ingested_at)}\t${e.late ? 'true' : 'false'}`
     );
   },
   // The source record's content is fixed by its event id (ids derive from the record); what can

@@ -264,6 +264,10 @@ export class ClickHouseStore implements Store {
               // side; in-block collapsing is redundant with FINAL and background merges.
               input_format_parallel_parsing: 0,
               optimize_on_insert: 0,
+              // A batch may span any number of months (a replay, a backfill, one old event among
+              // new ones); past the default limit of 100 partitions the insert failed for good
+              // and the batch was retried forever. Wide batches are rare: their extra parts merge.
+              max_partitions_per_insert_block: '0',
             },
           });
           res.stream.resume();

@@ -535,7 +535,7 @@ describe('cloudtrail adapter: malformed input', () => {
 
   it('returns nothing for an empty body or an empty Records list', () => {
     expect(parse('').events).toEqual([]);
-    expect(parse('{"Records": []}')).toEqual({ events: [], rejected: [], records: 0, skipped: 0 });
+    expect(parse('{"Records": []}')).toEqual({ events: [], rejected: [], rejectedCount: 0, records: 0, skipped: 0 });
   });
 });
 

@@ -3,7 +3,7 @@ import { checkCanonicalEvent, finalizeEvent, setEventValidation } from '../../se
 import { ADAPTERS } from '../../services/collector/adapters/index.ts';
 import { generateTraffic } from '../../services/bench/generator.ts';
 import { RecordError } from '../../shared/errors.ts';
-import { CanonicalEventSchema, type CanonicalEventInput } from '../../shared/event.ts';
+import { CanonicalEventSchema, MAX_EVENT_TIME_MS, type CanonicalEventInput } from '../../shared/event.ts';
 
 /**
  * The `structural` check of adapter output must give the canonical zod schema's verdicts: the same
@@ -53,6 +53,10 @@ const INVALID: Array<[string, (e: Record<string, unknown>) => void]> = [
   ['time', (e) => void (e.time = -1)],
   ['time', (e) => void (e.time = Number.POSITIVE_INFINITY)],
   ['end_time', (e) => void (e.end_time = Number.NaN)],
+  // Past the end of the DateTime64 range (year 2299): such an event could never be stored.
+  ['time', (e) => void (e.time = 1e20)],
+  ['time', (e) => void (e.time = MAX_EVENT_TIME_MS + 1)],
+  ['end_time', (e) => void (e.end_time = Date.UTC(2300, 0, 1))],
   ['format', (e) => void (e.format = 'csv')],
   ['agent_id', (e) => void (e.agent_id = '')],
   ['request_id', (e) => void (e.request_id = 7)],
@@ -72,12 +76,15 @@ const INVALID: Array<[string, (e: Record<string, unknown>) => void]> = [
   ['credential.kind', (e) => void (e.credential = { id: 'x', kind: 'password' })],
   ['credential.tags.k', (e) => void (e.credential = { id: 'x', kind: 'jwt', tags: { k: 1 } })],
   ['credential.expires_at', (e) => void (e.credential = { id: 'x', kind: 'jwt', expires_at: Number.NaN })],
+  ['credential.expires_at', (e) => void (e.credential = { id: 'x', kind: 'jwt', expires_at: -1 })],
+  ['credential.expires_at', (e) => void (e.credential = { id: 'x', kind: 'jwt', expires_at: 1e300 })],
   ['process.pid', (e) => void (e.process = { pid: 1.5 })],
   ['network.dst_port', (e) => void (e.network = { dst_port: 70_000 })],
   ['network.direction', (e) => void (e.network = { direction: 'sideways' })],
   ['delegation.to_agent_id', (e) => void (e.delegation = { to_agent_id: '' })],
   ['attributes', (e) => void (e.attributes = [])],
   ['ingested_at', (e) => void (e.ingested_at = -5)],
+  ['ingested_at', (e) => void (e.ingested_at = 1e16)],
 ];
 
 describe('structural event validation', () => {

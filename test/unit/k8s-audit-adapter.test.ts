@@ -442,7 +442,7 @@ describe('k8sAuditAdapter: malformed input', () => {
   });
 
   it('returns nothing for an empty body', () => {
-    expect(parse('  \n')).toEqual({ events: [], rejected: [], records: 0, skipped: 0 });
+    expect(parse('  \n')).toEqual({ events: [], rejected: [], rejectedCount: 0, records: 0, skipped: 0 });
   });
 });
 

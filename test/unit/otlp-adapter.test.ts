@@ -712,7 +712,7 @@ describe('otlpTracesAdapter', () => {
         [Buffer.from('{"resourceSpans":[]}'), 'application/json'],
         [Buffer.alloc(0), 'application/x-protobuf'],
       ] as const) {
-        expect(otlpTracesAdapter.parse(body, type)).toEqual({ events: [], rejected: [], records: 0, skipped: 0 });
+        expect(otlpTracesAdapter.parse(body, type)).toEqual({ events: [], rejected: [], rejectedCount: 0, records: 0, skipped: 0 });
       }
     });
 

@@ -556,7 +556,7 @@ describe('vault adapter: request entries and malformed input', () => {
 
   it('yields nothing but skips when only request entries are logged', () => {
     const res = parse('approleLoginRequest', 'kvReadRequest');
-    expect(res).toEqual({ events: [], rejected: [], records: 2, skipped: 2 });
+    expect(res).toEqual({ events: [], rejected: [], rejectedCount: 0, records: 2, skipped: 2 });
   });
 
   it('converts the whole story in order', () => {

@@ -2,8 +2,10 @@ import {
   CanonicalEventSchema,
   CREDENTIAL_KINDS,
   EVENT_SOURCES,
+  EVENT_TIME_RANGE,
   EVENT_TYPES,
   INGEST_FORMATS,
+  MAX_EVENT_TIME_MS,
   SENSITIVITY_LEVELS,
   type CanonicalEvent,
   type CanonicalEventInput,
@@ -29,7 +31,10 @@ export interface Rejection {
 /** What an adapter made of one body. */
 export interface AdapterResult {
   events: CanonicalEvent[];
+  /** The first {@link MAX_LISTED_REJECTIONS} rejections, in record order. */
   rejected: Rejection[];
+  /** All rejections, listed or not. */
+  rejectedCount: number;
   /** Records read (accepted + rejected + skipped). */
   records: number;
   /** Records deliberately ignored (e.g. Vault `request` entries whose `response` carries the same data). */
@@ -69,8 +74,50 @@ export function decodeUtf8(body: Buffer): string {
   }
 }
 
-/** One record read from a JSON / NDJSON body, or the reason it could not be read. */
-export type FramedRecord = { index: number; value: unknown } | { index: number; error: string };
+/** One record read from a JSON / NDJSON body, or the reason (and field, `''` for the whole record) it could not be read. */
+export type FramedRecord = { index: number; value: unknown } | { index: number; field: string; error: string };
+
+/**
+ * Deepest nesting of objects and arrays a JSON record may have; the record itself is level 1.
+ * Real audit records stay within a few dozen levels. Beyond this, the recursive walks that map,
+ * redact, hash and serialize records would exhaust the stack (a record nested a few thousand
+ * levels deep did), so such a record is rejected up front, naming the field that holds the nesting.
+ * Same bound as the OTLP protobuf decoder's.
+ */
+export const MAX_RECORD_DEPTH = 100;
+
+/**
+ * The top-level field under which `value` nests deeper than `max` levels (`''` when the record
+ * itself is, e.g. an array of arrays), or undefined when it does not. Iterative, so it cannot
+ * overflow the stack it protects.
+ */
+export function tooDeepField(value: unknown, max: number = MAX_RECORD_DEPTH): string | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const stack: Array<{ v: object; depth: number; top: string }> = [{ v: value, depth: 1, top: '' }];
+  for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
+    if (item.depth > max) return item.top;
+    const { v, depth, top } = item;
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        const inner: unknown = v[i];
+        if (typeof inner === 'object' && inner !== null) stack.push({ v: inner, depth: depth + 1, top: depth === 1 ? String(i) : top });
+      }
+    } else {
+      for (const k in v) {
+        const inner: unknown = (v as Record<string, unknown>)[k];
+        if (typeof inner === 'object' && inner !== null) stack.push({ v: inner, depth: depth + 1, top: depth === 1 ? k : top });
+      }
+    }
+  }
+  return undefined;
+}
+
+/** The record as a framed record, or a framing error when it nests deeper than {@link MAX_RECORD_DEPTH}. */
+function framed(index: number, value: unknown, where: string): FramedRecord {
+  const field = tooDeepField(value);
+  if (field === undefined) return { index, value };
+  return { index, field, error: `${where}nested deeper than ${MAX_RECORD_DEPTH} levels of objects and arrays` };
+}
 
 /**
  * Splits a JSON body into records. Accepts a JSON array, a single JSON object, a wrapper object
@@ -92,14 +139,14 @@ export function frameJsonRecords(body: Buffer, wrapperKeys: readonly string[] = 
       // Not one document: fall through to NDJSON (a multi-line `{...}\n{...}` body).
     }
     if (parsed) {
-      if (Array.isArray(doc)) return doc.map((value, index) => ({ index, value }));
+      if (Array.isArray(doc)) return doc.map((value, index) => framed(index, value, ''));
       if (typeof doc === 'object' && doc !== null) {
         for (const k of wrapperKeys) {
           const inner = (doc as Record<string, unknown>)[k];
-          if (Array.isArray(inner)) return inner.map((value, index) => ({ index, value }));
+          if (Array.isArray(inner)) return inner.map((value, index) => framed(index, value, ''));
         }
       }
-      return [{ index: 0, value: doc }];
+      return [framed(0, doc, '')];
     }
     if (trimmed[0] === '[') throw new BodyError('body is not valid JSON: a JSON array that does not parse');
   }
@@ -110,12 +157,16 @@ export function frameJsonRecords(body: Buffer, wrapperKeys: readonly string[] = 
   for (let i = 0; i < lines.length; i++) {
     const line = (lines[i] as string).trim();
     if (line === '') continue;
+    let value: unknown;
     try {
-      out.push({ index, value: JSON.parse(line) });
-      good++;
+      value = JSON.parse(line);
     } catch (err) {
-      out.push({ index, error: `line ${i + 1}: not valid JSON (${(err as Error).message})` });
+      out.push({ index, field: '', error: `line ${i + 1}: not valid JSON (${(err as Error).message})` });
+      index++;
+      continue;
     }
+    out.push(framed(index, value, `line ${i + 1}: `));
+    good++;
     index++;
   }
   if (good === 0) throw new BodyError('body is not valid JSON or NDJSON: no record could be parsed');
@@ -209,6 +260,7 @@ function optInt(o: Record<string, unknown>, key: string, path: string, min: numb
 function time(v: unknown, field: string, optional: boolean): void {
   if (v === undefined && optional) return;
   if (!(typeof v === 'number' && Number.isFinite(v) && v >= 0)) fail(field, `expected finite non-negative epoch milliseconds, got ${JSON.stringify(v)}`);
+  if (v > MAX_EVENT_TIME_MS) fail(field, `${EVENT_TIME_RANGE}, got ${v}`);
 }
 
 function nested(v: unknown, field: string): Record<string, unknown> | undefined {
@@ -280,7 +332,7 @@ export function checkCanonicalEvent(input: CanonicalEventInput): CanonicalEvent 
     if (!KINDS.has(cred.kind)) fail('credential.kind', `expected one of ${CREDENTIAL_KINDS.join(', ')}`);
     for (const k of ['parent_id', 'subject', 'session_name']) optStr(cred, k, 'credential.');
     record(cred.tags, 'credential.tags', 'string');
-    if (cred.expires_at !== undefined && !(typeof cred.expires_at === 'number' && Number.isFinite(cred.expires_at))) fail('credential.expires_at', 'expected a finite number');
+    time(cred.expires_at, 'credential.expires_at', true);
   }
   const proc = nested(e.process, 'process');
   if (proc) {
@@ -300,14 +352,22 @@ export function checkCanonicalEvent(input: CanonicalEventInput): CanonicalEvent 
   if (del) for (const k of ['to_agent_id', 'to_agent_name', 'to_task_id']) optStr(del, k, 'delegation.');
   if (e.attributes === undefined) e.attributes = {};
   else nested(e.attributes, 'attributes');
-  if (e.ingested_at !== undefined && !(typeof e.ingested_at === 'number' && Number.isFinite(e.ingested_at) && e.ingested_at >= 0)) fail('ingested_at', 'expected finite non-negative epoch milliseconds');
+  time(e.ingested_at, 'ingested_at', true);
   return e as CanonicalEvent;
 }
+
+/**
+ * Rejections listed per body; beyond it they are only counted. A 64 KiB gzip body can decompress
+ * to millions of one-byte bad records: listing every one took gigabytes and a minute, and the
+ * answer grew past the longest string V8 can build (a 503 that the shipper retried forever).
+ */
+export const MAX_LISTED_REJECTIONS = 1000;
 
 /** Collects events and rejections while an adapter walks its records. */
 export class ResultBuilder {
   readonly events: CanonicalEvent[] = [];
   readonly rejected: Rejection[] = [];
+  rejectedCount = 0;
   records = 0;
   skipped = 0;
 
@@ -322,19 +382,24 @@ export class ResultBuilder {
       }
       for (const e of produced) this.events.push(finalizeEvent(e));
     } catch (err) {
-      if (err instanceof RecordError) this.rejected.push({ index, field: err.field, reason: err.reason });
-      else this.rejected.push({ index, field: '', reason: err instanceof Error ? err.message : String(err) });
+      if (err instanceof RecordError) this.addRejection(index, err.field, err.reason);
+      else this.addRejection(index, '', err instanceof Error ? err.message : String(err));
     }
   }
 
   /** Records a framing error (the record could not even be parsed). */
   reject(index: number, field: string, reason: string): void {
     this.records++;
-    this.rejected.push({ index, field, reason });
+    this.addRejection(index, field, reason);
   }
 
   result(): AdapterResult {
-    return { events: this.events, rejected: this.rejected, records: this.records, skipped: this.skipped };
+    return { events: this.events, rejected: this.rejected, rejectedCount: this.rejectedCount, records: this.records, skipped: this.skipped };
+  }
+
+  private addRejection(index: number, field: string, reason: string): void {
+    this.rejectedCount++;
+    if (this.rejected.length < MAX_LISTED_REJECTIONS) this.rejected.push({ index, field, reason });
   }
 }
 
@@ -356,16 +421,32 @@ export const read = {
     if (typeof v !== 'string') throw new RecordError(field, `expected a string, got ${typeName(v)}`);
     return v;
   },
-  /** Accepts RFC 3339 strings or epoch milliseconds; returns epoch ms. */
+  /**
+   * Accepts RFC 3339 strings (with their time zone) or epoch milliseconds, within the storable
+   * range (0..MAX_EVENT_TIME_MS); returns epoch ms. A string without a zone is refused: Date.parse
+   * would read it in the server's local time zone ("2026-05-01 12:00:00", even "1", year 2001).
+   */
   time(v: unknown, field: string): number {
-    if (typeof v === 'number' && Number.isFinite(v) && v >= 0) return v;
-    if (typeof v === 'string' && v !== '') {
-      const t = Date.parse(v);
-      if (!Number.isNaN(t)) return t + subMillis(v);
+    let t: number | undefined;
+    if (typeof v === 'number' && Number.isFinite(v) && v >= 0) t = v;
+    else if (typeof v === 'string' && RFC3339_WITH_ZONE.test(v)) t = isoToEpochMs(v);
+    if (t === undefined) {
+      const zone = typeof v === 'string' ? ' (a date and time with its zone, e.g. 2026-05-01T12:00:00Z)' : '';
+      throw new RecordError(field, v === undefined ? 'missing' : `expected RFC 3339 or epoch milliseconds, got ${JSON.stringify(v)?.slice(0, 60)}${zone}`);
     }
-    throw new RecordError(field, v === undefined ? 'missing' : `expected RFC 3339 or epoch milliseconds, got ${JSON.stringify(v)?.slice(0, 60)}`);
+    if (t < 0 || t > MAX_EVENT_TIME_MS) throw new RecordError(field, `${EVENT_TIME_RANGE}, got ${JSON.stringify(v)?.slice(0, 60)}`);
+    return t;
   },
 };
+
+/** RFC 3339 date-time with its zone (`Z` or a numeric offset); `T`, `t` or a space between date and time. */
+const RFC3339_WITH_ZONE = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:?\d{2})$/;
+
+/** Epoch ms of an ISO 8601 date-time, sub-millisecond digits kept; undefined when Date.parse cannot read it. No range check. */
+export function isoToEpochMs(iso: string): number | undefined {
+  const parsed = Date.parse(iso);
+  return Number.isNaN(parsed) ? undefined : parsed + subMillis(iso);
+}
 
 /** Fractional milliseconds beyond Date.parse's precision (`.123456789Z` -> 0.456789). */
 function subMillis(iso: string): number {

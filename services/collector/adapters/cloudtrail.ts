@@ -140,7 +140,7 @@ export const cloudtrailAdapter: Adapter = {
   parse(body: Buffer): AdapterResult {
     const out = new ResultBuilder();
     for (const rec of frameJsonRecords(body, ['Records'])) {
-      if ('error' in rec) out.reject(rec.index, '', rec.error);
+      if ('error' in rec) out.reject(rec.index, rec.field, rec.error);
       else out.record(rec.index, () => [convertRecord(rec.value)]);
     }
     return out.result();

@@ -52,7 +52,7 @@ export const falcoAdapter: Adapter = {
   parse(body: Buffer): AdapterResult {
     const out = new ResultBuilder();
     for (const rec of frameJsonRecords(body)) {
-      if ('error' in rec) out.reject(rec.index, '', rec.error);
+      if ('error' in rec) out.reject(rec.index, rec.field, rec.error);
       else out.record(rec.index, () => [convertAlert(rec.value)]);
     }
     return out.result();

@@ -1,7 +1,7 @@
 import { EVENT_TYPE, type CanonicalEventInput, type Outcome, type ResourceRef, type Sensitivity } from '../../../shared/event.ts';
 import { RecordError } from '../../../shared/errors.ts';
 import { eventId } from '../../../shared/ids.ts';
-import { ResultBuilder, frameJsonRecords, read, typeName, type Adapter, type AdapterResult } from './adapter.ts';
+import { MAX_RECORD_DEPTH, ResultBuilder, frameJsonRecords, read, tooDeepField, typeName, type Adapter, type AdapterResult } from './adapter.ts';
 
 /**
  * Kubernetes API server audit events (`audit.k8s.io/v1` `Event`) -> canonical events.
@@ -74,7 +74,7 @@ export const k8sAuditAdapter: Adapter = {
     const out = new ResultBuilder();
     // `items` unwraps the webhook backend's EventList.
     for (const rec of frameJsonRecords(body, ['items'])) {
-      if ('error' in rec) out.reject(rec.index, '', rec.error);
+      if ('error' in rec) out.reject(rec.index, rec.field, rec.error);
       else out.record(rec.index, () => convertAuditEvent(rec.value));
     }
     return out.result();
@@ -298,6 +298,9 @@ function unwrapShipperEnvelope(rec: Record<string, unknown>): Record<string, unk
     } catch (err) {
       throw new RecordError(key, `not a valid JSON audit event (${(err as Error).message})`);
     }
+    // The embedded line escaped the framing's depth check: apply it here.
+    const deep = tooDeepField(inner);
+    if (deep !== undefined) throw new RecordError(deep === '' ? key : `${key}.${deep}`, `nested deeper than ${MAX_RECORD_DEPTH} levels of objects and arrays`);
     return read.obj(inner, key);
   }
   return rec;

@@ -15,7 +15,7 @@ import {
 import { BodyError, RecordError } from '../../../shared/errors.ts';
 import { contentHash, eventId } from '../../../shared/ids.ts';
 import { OtlpProtoError, decodeLogsRequestProto, decodeTraceRequestProto } from '../otlp/otlp-proto.ts';
-import { ResultBuilder, decodeUtf8, typeName, type Adapter, type AdapterResult } from './adapter.ts';
+import { ResultBuilder, decodeUtf8, tooDeepField, typeName, type Adapter, type AdapterResult } from './adapter.ts';
 
 /**
  * OTLP/HTTP adapters: `ExportTraceServiceRequest` and `ExportLogsServiceRequest` bodies, as
@@ -126,16 +126,16 @@ const MAX_ANY_VALUE_DEPTH = 32;
  * in no known shape is kept verbatim: one odd attribute must not cost the whole span.
  */
 function anyValue(v: unknown, field: string, depth = 0): unknown {
-  if (!isPlainObject(v)) return v === undefined ? null : v;
+  if (!isPlainObject(v)) return v === undefined ? null : verbatim(v, field, depth);
   if (depth > MAX_ANY_VALUE_DEPTH) throw new RecordError(field, `nested deeper than ${MAX_ANY_VALUE_DEPTH} levels`);
   const s = v['stringValue'];
-  if (s !== undefined) return s;
+  if (s !== undefined) return verbatim(s, `${field}.stringValue`, depth);
   const b = v['boolValue'];
-  if (b !== undefined) return b;
+  if (b !== undefined) return verbatim(b, `${field}.boolValue`, depth);
   const i = v['intValue'];
-  if (i !== undefined) return intValue(i);
+  if (i !== undefined) return verbatim(intValue(i), `${field}.intValue`, depth);
   const d = v['doubleValue'];
-  if (d !== undefined) return typeof d === 'string' ? Number(d) : d;
+  if (d !== undefined) return typeof d === 'string' ? Number(d) : verbatim(d, `${field}.doubleValue`, depth);
   const arr = v['arrayValue'];
   if (arr !== undefined) {
     const values = isPlainObject(arr) ? arr['values'] : undefined;
@@ -150,8 +150,20 @@ function anyValue(v: unknown, field: string, depth = 0): unknown {
     return out;
   }
   const bytes = v['bytesValue'];
-  if (bytes !== undefined) return bytes;
+  if (bytes !== undefined) return verbatim(bytes, `${field}.bytesValue`, depth);
   return null;
+}
+
+/**
+ * A value in no AnyValue shape, kept as received, provided it nests no deeper than what is left
+ * of the AnyValue depth budget: arbitrary JSON nested thousands of levels deep would overflow the
+ * stack wherever the event is serialized later.
+ */
+function verbatim(v: unknown, field: string, depth: number): unknown {
+  if (typeof v === 'object' && v !== null && tooDeepField(v, Math.max(1, MAX_ANY_VALUE_DEPTH - depth)) !== undefined) {
+    throw new RecordError(field, `nested deeper than ${MAX_ANY_VALUE_DEPTH} levels`);
+  }
+  return v;
 }
 
 /** OTLP/JSON encodes int64 as a decimal string; keep it a string when a double would round it. */

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { CanonicalEventSchema, type CanonicalEventInput } from '../../../shared/event.ts';
 import { RecordError } from '../../../shared/errors.ts';
 import { contentHash, eventId } from '../../../shared/ids.ts';
-import { ResultBuilder, frameJsonRecords, read, typeName, type Adapter, type AdapterResult } from './adapter.ts';
+import { ResultBuilder, frameJsonRecords, isoToEpochMs, read, typeName, type Adapter, type AdapterResult } from './adapter.ts';
 
 /**
  * Runtrail's own JSON event format: the canonical event with friendlier input rules, for anything
@@ -34,8 +34,8 @@ function toEpochMs(v: string | number): number | undefined {
   const day = new Date(Date.UTC(y, mo - 1, d));
   if (day.getUTCFullYear() !== y || day.getUTCMonth() !== mo - 1 || day.getUTCDate() !== d) return undefined;
   if (Number(m[4]) > 23 || Number(m[5]) > 59 || Number(m[6]) > 60) return undefined;
-  // read.time keeps the sub-millisecond digits Date.parse drops.
-  return read.time(v, 'time');
+  // Keeps the sub-millisecond digits Date.parse drops; the range is checked with the canonical event, naming the field.
+  return isoToEpochMs(v);
 }
 
 /** A time field: RFC 3339 string or epoch milliseconds (number, or digits in a string). */
@@ -82,7 +82,7 @@ export const runtrailAdapter: Adapter = {
   parse(body: Buffer): AdapterResult {
     const out = new ResultBuilder();
     for (const rec of frameJsonRecords(body)) {
-      if ('error' in rec) out.reject(rec.index, '', rec.error);
+      if ('error' in rec) out.reject(rec.index, rec.field, rec.error);
       else out.record(rec.index, () => [convertRecord(rec.value)]);
     }
     return out.result();

@@ -68,7 +68,7 @@ export const vaultAdapter: Adapter = {
   parse(body: Buffer): AdapterResult {
     const out = new ResultBuilder();
     for (const rec of frameJsonRecords(body)) {
-      if ('error' in rec) out.reject(rec.index, '', rec.error);
+      if ('error' in rec) out.reject(rec.index, rec.field, rec.error);
       else out.record(rec.index, () => convertEntry(rec.value));
     }
     return out.result();
