@@ -36,6 +36,12 @@ export interface PipelineOptions {
   mode: 'live' | 'replay';
 }
 
+/** Options for {@link Pipeline.drain}. */
+export interface DrainOptions {
+  /** Also wait until the alerter has delivered what is due (default true). */
+  alerts?: boolean;
+}
+
 /** A running pipeline. */
 export interface Pipeline {
   bus: Bus;
@@ -49,7 +55,7 @@ export interface Pipeline {
   engine: DetectorEngine;
   metrics: MetricsRegistry;
   /** Waits until everything published so far is correlated, stored and evaluated; `final` expires all pending. */
-  drain(final: boolean): Promise<void>;
+  drain(final: boolean, opts?: DrainOptions): Promise<void>;
   /** Graceful stop: stop consuming, commit, flush storage. Idempotent. */
   shutdown(): Promise<void>;
 }
@@ -103,12 +109,13 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
   });
   ingestor.start();
 
-  async function waitIdle(): Promise<void> {
+  async function waitIdle(alerts: boolean): Promise<void> {
     // A subscription's position advances once its batch is handed over; the correlator's outputs
     // may still be on their way to storage then, so its pipeline must be empty as well.
     const busy = async (): Promise<boolean> => {
-      const [cl, dl, al] = await Promise.all([correlator.lag(), detector.lag(), alerter?.lag() ?? 0]);
-      return cl > 0 || dl > 0 || al > 0 || correlator.inFlightOutputs > 0 || detector.inFlightBatches > 0 || (alerter !== undefined && !alerter.idle());
+      const a = alerts ? alerter : undefined;
+      const [cl, dl, al] = await Promise.all([correlator.lag(), detector.lag(), a?.lag() ?? 0]);
+      return cl > 0 || dl > 0 || al > 0 || correlator.inFlightOutputs > 0 || detector.inFlightBatches > 0 || (a !== undefined && !a.idle());
     };
     for (;;) {
       if (!(await busy())) {
@@ -129,11 +136,12 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
     alerter,
     engine,
     metrics,
-    async drain(final: boolean) {
-      await waitIdle();
+    async drain(final: boolean, opts: DrainOptions = {}) {
+      const alerts = opts.alerts ?? true;
+      await waitIdle(alerts);
       if (final) {
         await correlator.tick(true);
-        await waitIdle();
+        await waitIdle(alerts);
       }
     },
     shutdown() {

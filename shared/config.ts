@@ -255,11 +255,24 @@ const channelCommon = {
   minSeverity: SeveritySchema.default('low'),
   /** Routing by detector, tag or agent. Default: everything. */
   route: ChannelRouteSchema.default(ChannelRouteSchema.parse({})),
-  /** Sustained deliveries per minute; beyond it deliveries wait in the queue (never dropped). Default 60. */
-  ratePerMinute: z.number().positive().default(60),
+  /**
+   * Sustained deliveries per minute; beyond it deliveries wait in the queue (never dropped).
+   * Default 60 for the remote APIs (slack, pagerduty, webhook); unlimited for the local sinks
+   * (jsonl, kafka), which have no rate limit to respect.
+   */
+  ratePerMinute: z.number().positive().optional(),
   /** Deliveries allowed at once before the rate applies. Default 10. */
   burst: z.number().int().positive().default(10),
 };
+
+/** Default `ratePerMinute` by channel type (see `channelCommon`). */
+export const DEFAULT_CHANNEL_RATE_PER_MINUTE: Readonly<Record<'slack' | 'pagerduty' | 'webhook' | 'kafka' | 'jsonl', number>> = Object.freeze({
+  slack: 60,
+  pagerduty: 60,
+  webhook: 60,
+  kafka: Number.POSITIVE_INFINITY,
+  jsonl: Number.POSITIVE_INFINITY,
+});
 
 /** Slack: an incoming webhook, or a bot token (chat.postMessage, then chat.update in place). */
 export const SlackChannelSchema = z

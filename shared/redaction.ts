@@ -115,6 +115,18 @@ export const BUILTIN_PATTERNS: readonly Pattern[] = [
   { kind: 'password', re: new RegExp(`--password[= ]${NOT_MARKED}(\\S{3,})`, 'g'), group: 1 },
 ];
 
+/**
+ * Literal anchors: every built-in pattern's match contains one of these (case-insensitively), so
+ * text with none of them is skipped after one scan instead of one scan per pattern (redaction runs
+ * on every string of every event). Keep in step with {@link BUILTIN_PATTERNS}; the secret corpus
+ * tests fail if a format's anchor is missing here.
+ */
+const BUILTIN_ANCHORS =
+  /-----BEGIN|eyJ|gh[pousr]_|github_pat_|xox[abposre]-|hooks\.slack\.com|_(?:live|test)_|sk-|AIza|hv[sbr]\.|npm_|secret|token|bearer|basic|:\/\/|pass|pwd|api[_-]?key/i;
+
+/** Distinct keys whose secret-field verdict is cached (keys repeat across events; the cache is cleared when full). */
+const FIELD_CACHE_LIMIT = 10_000;
+
 /** True when position `at` of `text` lies inside a `[REDACTED:kind:hash]` marker (whose kind and hash must not be re-read as `key: value`). */
 function insideMarker(text: string, at: number): boolean {
   const open = text.lastIndexOf(MARK, at);
@@ -136,11 +148,21 @@ export class Redactor {
   private readonly key: string;
   private readonly fields: readonly string[];
   private readonly patterns: readonly Pattern[];
+  /** The policy's own patterns: no anchors known, so they always run. */
+  private readonly custom: readonly Pattern[];
+  /** Matches any text that could hold a key {@link isSecretField} accepts (each name, separators optional). */
+  private readonly fieldAnchors: RegExp;
+  private readonly fieldVerdicts = new Map<string, boolean>();
+  /** Strings replaced so far; compared before and after a walk to tell whether it changed anything. */
+  private edits = 0;
 
   constructor(opts: RedactorOptions) {
     this.key = opts.key;
     this.fields = opts.policy.field_names.map(normaliseKey);
-    this.patterns = [...BUILTIN_PATTERNS, ...opts.policy.patterns.map((p) => ({ kind: p.name, re: new RegExp(p.regex, 'g'), group: 0 }))];
+    this.custom = opts.policy.patterns.map((p) => ({ kind: p.name, re: new RegExp(p.regex, 'g'), group: 0 }));
+    this.patterns = [...BUILTIN_PATTERNS, ...this.custom];
+    const escape = (t: string): string => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    this.fieldAnchors = new RegExp(this.fields.map((f) => f.split('_').map(escape).join('[-_.\\s]?')).join('|') || '(?!)', 'i');
   }
 
   /**
@@ -154,14 +176,20 @@ export class Redactor {
 
   /** True when a field of this name holds a secret as a whole. */
   isSecretField(key: string): boolean {
-    const k = normaliseKey(key);
-    return this.fields.some((f) => k === f || k.endsWith(`_${f}`));
+    let verdict = this.fieldVerdicts.get(key);
+    if (verdict === undefined) {
+      const k = normaliseKey(key);
+      verdict = this.fields.some((f) => k === f || k.endsWith(`_${f}`));
+      if (this.fieldVerdicts.size >= FIELD_CACHE_LIMIT) this.fieldVerdicts.clear();
+      this.fieldVerdicts.set(key, verdict);
+    }
+    return verdict;
   }
 
   /** Replaces every secret-looking substring of free text. */
   redactText(text: string): string {
     let out = text;
-    for (const p of this.patterns) {
+    for (const p of BUILTIN_ANCHORS.test(text) ? this.patterns : this.custom) {
       p.re.lastIndex = 0;
       if (!p.re.test(out)) continue;
       p.re.lastIndex = 0;
@@ -180,24 +208,46 @@ export class Redactor {
     return out;
   }
 
-  /** Redacts a JSON value: secret-named fields whole, every other string by pattern. */
+  /**
+   * Redacts a JSON value: secret-named fields whole, every other string by pattern. Objects and
+   * arrays are changed in place (they are fresh parser or adapter output, and copying every
+   * attribute object of every event was most of redaction's cost); frozen ones are copied.
+   */
   redactValue(v: unknown, key?: string): unknown {
     if (typeof v === 'string') {
       if (v === '' || v.startsWith(MARK)) return v;
-      if (key !== undefined && this.isSecretField(key)) return this.marker(v);
-      return this.redactMaybeJson(v);
-    }
-    if (Array.isArray(v)) return v.map((x) => this.redactValue(x, key));
-    if (typeof v === 'object' && v !== null) {
-      const out: Record<string, unknown> = {};
-      for (const [k, x] of Object.entries(v)) out[k] = this.redactValue(x, k);
+      const out = key !== undefined && this.isSecretField(key) ? this.marker(v) : this.redactMaybeJson(v);
+      if (out !== v) this.edits++;
       return out;
     }
-    return v;
+    if (typeof v !== 'object' || v === null) return v;
+    if (Object.isFrozen(v)) {
+      if (Array.isArray(v)) return v.map((x: unknown) => this.redactValue(x, key));
+      const copy: Record<string, unknown> = {};
+      for (const [k, x] of Object.entries(v)) copy[k] = this.redactValue(x, k);
+      return copy;
+    }
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        const x: unknown = v[i];
+        const y = this.redactValue(x, key);
+        if (y !== x) v[i] = y;
+      }
+      return v;
+    }
+    const o = v as Record<string, unknown>;
+    for (const k of Object.keys(o)) {
+      const x = o[k];
+      const y = this.redactValue(x, k);
+      if (y !== x) o[k] = y;
+    }
+    return o;
   }
 
   /** Redacts text that may be JSON (tool arguments and results): structure-aware when it parses. */
   redactMaybeJson(text: string): string {
+    // Nothing a pattern or a secret field name could match: skip the parse and the scans.
+    if (this.custom.length === 0 && !BUILTIN_ANCHORS.test(text) && !this.fieldAnchors.test(text)) return text;
     const t = text.trimStart();
     if (t.startsWith('{') || t.startsWith('[')) {
       let parsed: unknown;
@@ -206,10 +256,10 @@ export class Redactor {
       } catch {
         return this.redactText(text);
       }
+      const before = this.edits;
       const red = this.redactValue(parsed);
-      const out = JSON.stringify(red);
       // Unchanged values keep their original text (formatting included).
-      return out === JSON.stringify(parsed) ? text : out;
+      return this.edits === before ? text : JSON.stringify(red);
     }
     return this.redactText(text);
   }

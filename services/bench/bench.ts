@@ -121,6 +121,13 @@ export interface BenchResult {
      */
     p99_direct_ms: number;
   } | null;
+  /**
+   * Alert deliveries (embedded mode's default JSONL channel, or the configured ones): how many
+   * were delivered or dead-lettered, and how long after the pipeline had stored and evaluated
+   * everything the last due delivery finished. Alerting runs beside the pipeline, so it is not in
+   * `elapsed_s`. Null when alerting is off.
+   */
+  alerts: { delivered: number; dead: number; done_s_after_pipeline: number } | null;
   /** Peak resident set size over the run (sampled every 100 ms). */
   rss_mb: number;
   peak_open_tasks: number;
@@ -228,6 +235,8 @@ const LatencyRowSchema = z.object({
   max: z.coerce.number(),
   p99_attributed: z.coerce.number(),
 });
+
+const AlertCountRowSchema = z.object({ delivered: z.coerce.number(), dead: z.coerce.number() });
 
 const FindingLatencyRowSchema = z.object({
   n: z.coerce.number(),
@@ -479,7 +488,8 @@ async function measure(
       });
     await Promise.all(Array.from({ length: Math.max(1, opts.concurrency) }, guarded));
     publishDone = performance.now();
-    await pipeline.drain(false);
+    // Alert delivery runs beside the pipeline and is timed on its own, below.
+    await pipeline.drain(false, { alerts: false });
     idleAt = performance.now();
 
     // Everything is consumed and stored; tasks not yet past their linger are still open. Measure
@@ -500,7 +510,7 @@ async function measure(
     sampling = true;
 
     finalStart = performance.now();
-    await pipeline.drain(true);
+    await pipeline.drain(true, { alerts: false });
   } catch (err) {
     profiler?.dispose();
     throw err;
@@ -514,6 +524,13 @@ async function measure(
     opts.onPhase?.(`CPU profile of the timed part written to ${opts.cpuProfile}`);
   }
   const elapsedS = (idleAt - t0 + (end - finalStart)) / 1000;
+  let alerts: BenchResult['alerts'] = null;
+  if (pipeline.alerter) {
+    await pipeline.drain(false);
+    const rows = await pipeline.store.querySql(`SELECT countIf(status = 'delivered') AS delivered, countIf(status = 'dead') AS dead FROM ${TABLE.alerts}`, {}, { maxRows: 1 });
+    const r = AlertCountRowSchema.parse(rows[0]);
+    alerts = { delivered: r.delivered, dead: r.dead, done_s_after_pipeline: round((performance.now() - end) / 1000, 2) };
+  }
 
   const latency = await storedLatency(pipeline);
   const findingLatency = await findingLatencyOf(pipeline);
@@ -535,6 +552,7 @@ async function measure(
     max_ms: latency.max,
     p99_attributed_ms: latency.p99_attributed,
     finding_latency: findingLatency,
+    alerts,
     rss_mb: round(peaks.rss / MB, 1),
     peak_open_tasks: peaks.openTasks,
     mode: 'embedded',
@@ -704,6 +722,12 @@ export function formatBenchTable(r: BenchResult): string {
         : `${n(r.detection.detected)} of ${n(r.detection.attack_tasks)} injected attack tasks flagged high/critical` +
           (r.detection.missed_examples.length > 0 ? ` (missed e.g. ${r.detection.missed_examples.slice(0, 2).join(', ')})` : '') +
           `; ${n(r.detection.other_tasks_flagged)} of ${n(r.detection.other_tasks)} other tasks flagged`,
+    ],
+    [
+      'alerts',
+      r.alerts === null
+        ? 'alerting off'
+        : `${n(r.alerts.delivered)} delivered, ${n(r.alerts.dead)} dead-lettered; all due deliveries done ${r.alerts.done_s_after_pipeline} s after the pipeline (not in elapsed)`,
     ],
     ['peak RSS', `${n(r.rss_mb)} MiB (baseline ${n(r.memory.baseline_rss_mb)} MiB, bodies ${n(r.memory.bodies_mb)} MiB); peak heap ${n(r.memory.peak_heap_mb)} MiB`],
     ['open tasks', `peak ${n(r.peak_open_tasks)}; ${n(r.memory.idle_open_tasks)} open at idle`],

@@ -302,7 +302,8 @@ describe('delivery', () => {
     await a.publish([finding({ task_id: 't-a' }), finding({ task_id: 't-b' }), finding({ task_id: 't-c' })]);
     await waitFor(() => hook.requests.length === 3, 5000, 'three failures');
     const gauge = () => a.metrics.render().match(/runtrail_alert_breaker_state\{channel="webhook"\} (\d)/)?.[1];
-    expect(gauge()).toBe('1');
+    // The receiver records the third request before the alerter has read its 500.
+    await waitFor(() => gauge() === '1', 5000, 'the breaker to open');
     await pause(400);
     expect(hook.requests).toHaveLength(3); // open: nothing sent although retries are due
     await waitFor(() => hook.requests.length === 4, 5000, 'the half-open trial');

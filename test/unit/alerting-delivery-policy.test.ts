@@ -4,7 +4,8 @@ import { webhookSignature } from '../../services/alerter/channels/webhook.ts';
 import { backoffMs } from '../../services/alerter/delivery/backoff.ts';
 import { CircuitBreaker } from '../../services/alerter/delivery/circuit-breaker.ts';
 import { RateLimiter } from '../../services/alerter/delivery/rate-limiter.ts';
-import { DeliveryConfigSchema } from '../../shared/config.ts';
+import { DeliveryConfigSchema, parseConfig } from '../../shared/config.ts';
+import { createChannels } from '../../services/alerter/channels/registry.ts';
 
 describe('backoff', () => {
   const cfg = DeliveryConfigSchema.parse({ backoffInitialMs: 100, backoffMultiplier: 2, backoffMaxMs: 1000, jitter: 0.2 });
@@ -63,6 +64,26 @@ describe('rate limiter', () => {
     expect(r.take(500)).toBe(500);
     expect(r.take(1000)).toBe(0);
     expect(r.take(1000)).toBe(1000);
+  });
+
+  it('is unlimited at an infinite rate (the local sinks by default), and remote channels default to 60 a minute', () => {
+    const r = new RateLimiter(Number.POSITIVE_INFINITY, 1, 0);
+    for (let i = 0; i < 1000; i++) expect(r.take(0)).toBe(0);
+    const cfg = parseConfig({
+      alerting: {
+        channels: [
+          { type: 'jsonl', path: 'alerts.jsonl' },
+          { type: 'webhook', url: 'http://127.0.0.1:9/hook' },
+          { type: 'jsonl', name: 'slow-file', path: 'slow.jsonl', ratePerMinute: 6 },
+        ],
+      },
+    });
+    const channels = createChannels(cfg.alerting.channels ?? [], { requestTimeoutMs: 1000, dataDir: '/tmp' });
+    expect(channels.map((c) => [c.name, c.ratePerMinute])).toEqual([
+      ['jsonl', Number.POSITIVE_INFINITY],
+      ['webhook', 60],
+      ['slow-file', 6],
+    ]);
   });
 });
 

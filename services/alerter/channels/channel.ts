@@ -1,6 +1,6 @@
 import type { AlertMessage, NotificationKind } from '../../../shared/alert.ts';
 import type { Bus } from '../../../shared/bus/bus.ts';
-import type { ChannelConfig } from '../../../shared/config.ts';
+import { DEFAULT_CHANNEL_RATE_PER_MINUTE, type ChannelConfig } from '../../../shared/config.ts';
 import { RuntrailError } from '../../../shared/errors.ts';
 import type { Severity } from '../../../shared/finding.ts';
 
@@ -65,7 +65,7 @@ export abstract class BaseChannel<C extends ChannelConfig> implements Channel {
     this.name = cfg.name ?? cfg.type;
     this.minSeverity = cfg.minSeverity;
     this.route = cfg.route;
-    this.ratePerMinute = cfg.ratePerMinute;
+    this.ratePerMinute = cfg.ratePerMinute ?? DEFAULT_CHANNEL_RATE_PER_MINUTE[cfg.type];
     this.burst = cfg.burst;
   }
 
