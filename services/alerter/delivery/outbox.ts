@@ -78,6 +78,10 @@ export class Outbox {
   private readonly lanes = new Map<string, Lane>();
   /** Entries being rewritten by {@link add}; workers skip them until stored. */
   private readonly held = new Set<string>();
+  /** Status writes of delivered entries still on their way to storage. */
+  private readonly writes = new Set<Promise<void>>();
+  /** Ids of the entries those writes record. */
+  private readonly recording = new Set<string>();
   private readonly refs = new BoundedMap<string, string>(MEMO_SIZE);
   private readonly lastSent = new BoundedMap<string, number>(MEMO_SIZE);
   private readonly log: Logger;
@@ -227,7 +231,7 @@ export class Outbox {
   /** True when no delivery is on the wire and none is due (entries waiting for a retry do not count). */
   idle(): boolean {
     const now = this.now();
-    if (this.held.size > 0) return false;
+    if (this.held.size > 0 || this.writes.size > 0) return false;
     for (const lane of this.lanes.values()) {
       if (lane.inflight || lane.reloading) return false;
       if (lane.entries.some((e) => this.dueAt(e) <= now)) return false;
@@ -256,7 +260,8 @@ export class Outbox {
     lane.reloading = true;
     try {
       const rows = await this.deps.store.listOutbox({ status: 'pending', channel: lane.channel.name, limit: this.deps.cfg.maxQueued });
-      const known = new Set(lane.entries.map((e) => e.id));
+      // Delivered entries whose status write has not landed yet still read as pending.
+      const known = new Set([...lane.entries.map((e) => e.id), ...this.recording]);
       if (lane.inflight) known.add(lane.inflight.id);
       lane.entries.push(...rows.filter((r) => !known.has(r.id)));
       lane.entries.sort((a, b) => a.created_at - b.created_at || a.id.localeCompare(b.id));
@@ -344,11 +349,17 @@ export class Outbox {
       if (res.ref) this.refs.set(key, res.ref);
       this.lastSent.set(key, this.now());
       this.m.deliveries.inc({ channel: ch.name, status: 'delivered' });
-      // Independent rows: one round trip's wait instead of two per delivery.
-      await Promise.all([
-        store.upsertOutbox([{ ...e, status: 'delivered', attempts: e.attempts + 1, ref: res.ref, last_error: '', version: this.version() }]),
-        store.insertAlerts([{ id: e.id, incident_id: e.incident_id, channel: ch.name, status: 'delivered', time: this.now(), payload: e.payload }]),
-      ]);
+      // Recorded in the background: the lane moves on to its next delivery, and the status rows
+      // of deliveries made meanwhile reach the storage writers together, as one insert instead of
+      // two single-row inserts per delivery. Should the process stop before they are stored, the
+      // entry is still pending there and is sent again on the next start (at least once).
+      this.record(
+        Promise.all([
+          store.upsertOutbox([{ ...e, status: 'delivered', attempts: e.attempts + 1, ref: res.ref, last_error: '', version: this.version() }]),
+          store.insertAlerts([{ id: e.id, incident_id: e.incident_id, channel: ch.name, status: 'delivered', time: this.now(), payload: e.payload }]),
+        ]),
+        e,
+      );
       this.log.debug({ channel: ch.name, id: e.id, kind: e.kind, ms: this.now() - started }, 'alert delivered');
     } catch (err) {
       const de =
@@ -393,6 +404,20 @@ export class Outbox {
     ]);
   }
 
+  /** Tracks a background status write, so {@link idle} and {@link shutdown} wait for it. */
+  private record(write: Promise<unknown>, e: OutboxEntry): void {
+    const tracked: Promise<void> = write.then(
+      () => undefined,
+      (err: unknown) => this.log.warn({ id: e.id, err: errorMessage(err) }, 'recording a delivery failed; it stays pending and is sent again on restart'),
+    );
+    this.writes.add(tracked);
+    this.recording.add(e.id);
+    void tracked.finally(() => {
+      this.writes.delete(tracked);
+      this.recording.delete(e.id);
+    });
+  }
+
   private remove(lane: Lane, e: OutboxEntry): void {
     const i = lane.entries.findIndex((x) => x.id === e.id);
     if (i >= 0) lane.entries.splice(i, 1);
@@ -411,9 +436,11 @@ export class Outbox {
       lane.timer = undefined;
       if (lane.running) running.push(lane.running);
     }
-    if (running.length === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.allSettled(running), new Promise<void>((r) => (timer = setTimeout(r, this.deps.cfg.shutdownGraceMs)))]);
-    clearTimeout(timer);
+    if (running.length > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.allSettled(running), new Promise<void>((r) => (timer = setTimeout(r, this.deps.cfg.shutdownGraceMs)))]);
+      clearTimeout(timer);
+    }
+    await Promise.allSettled([...this.writes]);
   }
 }
