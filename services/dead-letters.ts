@@ -25,8 +25,18 @@ export async function deadLetterUndecodable(
     payload: u.raw,
     time: now,
   }));
+  await recordDeadLetters(stage, rows, deps);
+  return rows;
+}
+
+/**
+ * Stores dead letters in the `dead_letters` table, publishes them on the dead-letter topic and
+ * counts them by stage and code.
+ */
+export async function recordDeadLetters(stage: string, rows: readonly DeadLetter[], deps: { store: Store; bus: Bus; metrics: MetricsRegistry }): Promise<void> {
+  if (rows.length === 0) return;
   await deps.store.insertDeadLetters(rows);
   await deps.bus.publish(TOPIC.deadLetter, rows.map((r) => ({ key: `${r.topic}/${r.partition}/${r.offset}`, value: r })));
-  deps.metrics.counter('runtrail_dead_letters_total', 'Messages dead-lettered, by stage and code').inc({ stage, code: 'payload_invalid' }, rows.length);
-  return rows;
+  const counter = deps.metrics.counter('runtrail_dead_letters_total', 'Messages dead-lettered, by stage and code');
+  for (const r of rows) counter.inc({ stage, code: r.code });
 }

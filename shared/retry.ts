@@ -14,6 +14,8 @@ export interface RetryUntilStoppedOptions {
   log: RateLimitedLog;
   /** What is being retried, for the log line. */
   what: string;
+  /** Errors that no retry can fix (bad data): thrown at once instead of retried. Default none. */
+  permanent?: (err: unknown) => boolean;
 }
 
 /**
@@ -28,7 +30,7 @@ export async function retryUntilStopped<T>(fn: () => Promise<T>, opts: RetryUnti
     try {
       return await fn();
     } catch (err) {
-      if (opts.stopped()) throw err;
+      if (opts.stopped() || opts.permanent?.(err) === true) throw err;
       opts.log.hit({ what: opts.what, attempt, code: errorCode(err), err: errorMessage(err) });
       await sleep(Math.min(max, opts.baseMs * 2 ** Math.min(attempt - 1, 10)));
     }

@@ -1,6 +1,7 @@
-import { deadLetterUndecodable } from '../dead-letters.ts';
+import { deadLetterUndecodable, recordDeadLetters } from '../dead-letters.ts';
 import type { Bus, DeadLetter, MessageBatch, Subscription, UndecodableMessage } from '../../shared/bus/bus.ts';
 import { errorMessage } from '../../shared/errors.ts';
+import { isBadDataInsertError } from '../storage/batch-writer.ts';
 import { retryUntilStopped } from '../../shared/retry.ts';
 import { RateLimitedLog, type Logger } from '../../shared/logger.ts';
 import type { MetricsRegistry } from '../../shared/metrics.ts';
@@ -180,8 +181,10 @@ export class CorrelatorStage {
     if (!commitEvenIfEmpty && out.events.length === 0 && out.bindings.length === 0 && out.done.length === 0 && out.closedTasks.length === 0) return;
     const { store } = this.deps;
     const stored = Promise.all([
-      out.events.length > 0 ? this.retrying('store events', () => store.insertEvents(out.events)) : undefined,
-      out.bindings.length > 0 ? this.retrying('store bindings', () => store.insertBindings(out.bindings)) : undefined,
+      out.events.length > 0 ? this.storeIsolating('store events', out.events, (rows) => store.insertEvents(rows), (e) => [e.event_id, e]) : undefined,
+      out.bindings.length > 0
+        ? this.storeIsolating('store bindings', out.bindings, (rows) => store.insertBindings(rows), (b) => [b.credential_id, b])
+        : undefined,
     ]).then(() => this.observeStored(out));
     const prevPublish = this.publishTail;
     const published = (this.publishTail = (async () => {
@@ -270,8 +273,43 @@ export class CorrelatorStage {
     }
   }
 
-  private retrying(what: string, fn: () => Promise<void>): Promise<void> {
-    return retryUntilStopped(fn, { what, baseMs: this.deps.retryBaseMs ?? 200, stopped: () => this.stopped, log: this.retryLog });
+  private retrying(what: string, fn: () => Promise<void>, permanent?: (err: unknown) => boolean): Promise<void> {
+    return retryUntilStopped(fn, { what, baseMs: this.deps.retryBaseMs ?? 200, stopped: () => this.stopped, log: this.retryLog, permanent });
+  }
+
+  /**
+   * Stores rows, retrying what may pass later (an outage, and also a schema or credentials fault
+   * an operator must fix). Rows the store refuses for what they hold must not hold their
+   * partition forever: the batch is halved until
+   * each refused row stands alone, and that row becomes a dead letter (table and topic) with the
+   * store's reason, while every other row of the batch is stored.
+   */
+  private async storeIsolating<T>(what: string, rows: readonly T[], insert: (rows: readonly T[]) => Promise<void>, describe: (row: T) => [string, T]): Promise<void> {
+    const permanent = isBadDataInsertError;
+    try {
+      await this.retrying(what, () => insert(rows), permanent);
+    } catch (err) {
+      if (this.stopped || !permanent(err)) throw err;
+      if (rows.length > 1) {
+        const mid = rows.length >> 1;
+        await Promise.all([this.storeIsolating(what, rows.slice(0, mid), insert, describe), this.storeIsolating(what, rows.slice(mid), insert, describe)]);
+        return;
+      }
+      const [key, row] = describe(rows[0] as T);
+      const letter: DeadLetter = {
+        stage: 'correlator',
+        topic: TOPIC.timeline,
+        partition: -1,
+        offset: '',
+        key,
+        code: 'storage_rejected',
+        reason: `${what}: ${errorMessage(err)}`,
+        payload: JSON.stringify(row),
+        time: Date.now(),
+      };
+      this.log.error({ key, err: errorMessage(err) }, 'row refused by storage; dead-lettered');
+      await this.retrying('store dead letter', () => recordDeadLetters('correlator', [letter], this.deps));
+    }
   }
 
   private async commit(): Promise<void> {

@@ -150,6 +150,29 @@ const PERMANENT_CLICKHOUSE_CODES = new Set([
   '516', // AUTHENTICATION_FAILED
 ]);
 
+/**
+ * The subset of {@link PERMANENT_CLICKHOUSE_CODES} that says the rows themselves are wrong (as
+ * opposed to the schema, the SQL or the credentials, which an operator fixes while the writer
+ * keeps retrying).
+ */
+const BAD_DATA_CLICKHOUSE_CODES = new Set(['6', '26', '27', '38', '41', '53', '69', '72', '117']);
+
+/**
+ * True when an insert failed because of its rows: a row that cannot be encoded (RecordError) or
+ * that ClickHouse refuses to parse or hold. Callers isolate and dead-letter such rows; any other
+ * failure, permanent or not, is worth waiting out.
+ */
+export function isBadDataInsertError(err: unknown): boolean {
+  let e: unknown = err;
+  for (let depth = 0; e instanceof Error && depth < 5; depth++) {
+    if (e instanceof RecordError) return true;
+    const code = clickhouseErrorCode(e);
+    if (code !== undefined) return BAD_DATA_CLICKHOUSE_CODES.has(code);
+    e = e.cause;
+  }
+  return false;
+}
+
 /** Default retry decision for inserts. */
 export function isRetriableInsertError(err: unknown): boolean {
   const code = clickhouseErrorCode(err);
