@@ -63,38 +63,87 @@ interface Pending {
   reject: (err: Error) => void;
 }
 
-/** The pool. Requests go to the worker with the fewest outstanding; each worker takes them in order. */
+interface Slot {
+  worker: Worker;
+  outstanding: number;
+  /** Requests this worker holds, so its failure fails exactly those. */
+  ids: Set<number>;
+}
+
+/** A parse worker died (uncaught error, exit); its requests fail with this retriable error (503). */
+export class ParseWorkerError extends RuntrailError {
+  constructor(message: string, cause?: unknown) {
+    super('parse_worker_failed', message, { retriable: true, cause });
+  }
+}
+
+/**
+ * The pool. Requests go to the worker with the fewest outstanding; each worker takes them in
+ * order. A worker that dies is replaced at once; the requests it held are rejected with a
+ * retriable {@link ParseWorkerError}, so shippers are asked to retry rather than left waiting.
+ */
 export class ParsePool {
-  private readonly workers: Array<{ worker: Worker; outstanding: number }> = [];
+  private readonly workers: Slot[] = [];
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private closed = false;
   /** Total worker time spent converting bodies, ms. */
   parseMs = 0;
+  /** Workers that died and were replaced. */
+  restarts = 0;
 
   /** @param redaction Secret redaction each worker applies to the events it converts; unset = off. */
-  constructor(size: number, validation: EventValidation, redaction?: RedactorOptions) {
+  constructor(
+    size: number,
+    private readonly validation: EventValidation,
+    private readonly redaction?: RedactorOptions,
+  ) {
     for (let i = 0; i < Math.max(1, size); i++) {
-      const worker = new Worker(new URL('./parse-worker.mjs', import.meta.url), { workerData: { validation, redaction } });
-      const slot = { worker, outstanding: 0 };
-      worker.on('message', (reply: ParseReply) => {
-        slot.outstanding--;
-        if (slot.outstanding === 0) worker.unref();
-        const p = this.pending.get(reply.id);
-        if (!p) return;
-        this.pending.delete(reply.id);
-        if (reply.ok) {
-          this.parseMs += reply.parseMs;
-          p.resolve(reply);
-        } else {
-          p.reject(rebuildError(reply));
-        }
-      });
-      worker.on('error', (err) => this.failAll(err));
-      // An idle worker must not keep the process alive; one with requests in hand must.
-      worker.unref();
+      const slot = { outstanding: 0, ids: new Set<number>() } as unknown as Slot;
+      this.spawn(slot);
       this.workers.push(slot);
     }
+  }
+
+  /** Starts a worker for a slot (at construction, and to replace one that died). */
+  private spawn(slot: Slot): void {
+    const worker = new Worker(new URL('./parse-worker.mjs', import.meta.url), { workerData: { validation: this.validation, redaction: this.redaction } });
+    slot.worker = worker;
+    worker.on('message', (reply: ParseReply) => {
+      slot.outstanding--;
+      slot.ids.delete(reply.id);
+      if (slot.outstanding === 0) worker.unref();
+      const p = this.pending.get(reply.id);
+      if (!p) return;
+      this.pending.delete(reply.id);
+      if (reply.ok) {
+        this.parseMs += reply.parseMs;
+        p.resolve(reply);
+      } else {
+        p.reject(rebuildError(reply));
+      }
+    });
+    let failed = false;
+    const fail = (why: string, cause?: unknown): void => {
+      if (failed || slot.worker !== worker) return;
+      failed = true;
+      const err = new ParseWorkerError(`parse worker failed (${why}); retry the request`, cause);
+      for (const id of slot.ids) {
+        const p = this.pending.get(id);
+        this.pending.delete(id);
+        p?.reject(err);
+      }
+      slot.ids.clear();
+      slot.outstanding = 0;
+      if (this.closed) return;
+      this.restarts++;
+      void worker.terminate().catch(() => undefined);
+      this.spawn(slot);
+    };
+    worker.on('error', (err) => fail(`error: ${err.message}`, err));
+    worker.on('exit', (code) => fail(`exited with code ${code}`));
+    // An idle worker must not keep the process alive; one with requests in hand must.
+    worker.unref();
   }
 
   get size(): number {
@@ -104,11 +153,12 @@ export class ParsePool {
   /** Converts a body on a worker. Rejects with the adapter's own error (BodyError, ...). */
   parse(format: string, contentType: string, body: Buffer): Promise<ParsedBody> {
     if (this.closed) return Promise.reject(new Error('parse pool is shut down'));
-    let slot = this.workers[0] as (typeof this.workers)[number];
+    let slot = this.workers[0] as Slot;
     for (const w of this.workers) if (w.outstanding < slot.outstanding) slot = w;
     const id = this.nextId++;
     return new Promise<ParsedBody>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
+      slot.ids.add(id);
       if (slot.outstanding++ === 0) slot.worker.ref();
       // Copied, not transferred: the caller still owns its buffer (which may be a pooled slice).
       slot.worker.postMessage({ id, format, contentType, body } satisfies ParseRequest);
@@ -120,6 +170,10 @@ export class ParsePool {
       this.pending.delete(id);
       p.reject(err);
     }
+    for (const w of this.workers) {
+      w.ids.clear();
+      w.outstanding = 0;
+    }
   }
 
   /** Stops the workers; requests still pending are rejected. Idempotent. */
@@ -128,6 +182,11 @@ export class ParsePool {
     this.closed = true;
     this.failAll(new Error('parse pool is shut down'));
     await Promise.all(this.workers.map((w) => w.worker.terminate()));
+  }
+
+  /** Test hook: terminates one worker as a crash would (the pool must replace it). */
+  async crashWorkerForTest(index = 0): Promise<void> {
+    await this.workers[index]?.worker.terminate();
   }
 }
 
