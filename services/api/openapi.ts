@@ -3,6 +3,7 @@ import {
   ErrorSchema,
   FindingPageSchema,
   FindingQuerySchema,
+  IncidentQuerySchema,
   IdentityActivitySchema,
   IdentityQuerySchema,
   IncidentPageSchema,
@@ -77,8 +78,8 @@ export function openApiDocument(): Json {
       },
       '/v1/incidents': {
         get: {
-          summary: 'Findings grouped by (detector, rule, task), most recent first',
-          parameters: queryParams(FindingQuerySchema),
+          summary: 'Incidents (findings grouped by fingerprint, with their lifecycle), most recently seen first',
+          parameters: queryParams(IncidentQuerySchema),
           responses: { 200: ok('IncidentPage'), ...errors(common) },
         },
       },

@@ -2,7 +2,8 @@ import { z } from 'zod';
 import { SEVERITIES, severityRank, type Severity } from '../../shared/finding.ts';
 import { RequestError } from '../../shared/errors.ts';
 import { STORAGE_VIEW } from '../storage/migrations.ts';
-import { BINDING_SELECT, FINDING_SELECT, decodeBinding, decodeFinding, microsToMs, msToMicros } from '../storage/rows.ts';
+import type { Incident as StoredIncident } from '../../shared/alert.ts';
+import { BINDING_SELECT, FINDING_SELECT, INCIDENT_SELECT, decodeBinding, decodeFinding, decodeIncident, microsToMs, msToMicros } from '../storage/rows.ts';
 import type { Store } from '../storage/store.ts';
 import { TABLE } from '../../shared/names.ts';
 import { decodeCursor, encodeCursor } from './pagination.ts';
@@ -11,7 +12,9 @@ import type {
   FindingQuery,
   IdentityActivity,
   IdentityQuery,
+  Incident,
   IncidentPage,
+  IncidentQuery,
   TaskPage,
   TaskQuery,
   TaskSummary,
@@ -90,7 +93,7 @@ LEFT JOIN (SELECT task_id, count() AS n, max(indexOf(${SEVERITY_ARRAY}, severity
 
 const TaskCursorSchema = z.tuple([z.string().regex(/^\d+$/), z.string()]);
 const FindingCursorSchema = z.tuple([z.string().regex(/^\d+$/), z.string()]);
-const IncidentCursorSchema = z.tuple([z.string().regex(/^\d+$/), z.string(), z.string(), z.string()]);
+const IncidentCursorSchema = z.tuple([z.string().regex(/^\d+$/), z.string()]);
 
 /** Read access for analysts. */
 export class AnalystQueries {
@@ -179,13 +182,18 @@ LIMIT {limit:UInt64}`,
     };
   }
 
-  private findingFilters(q: FindingQuery, where: string[], params: Record<string, unknown>): void {
+  /**
+   * Filters shared by findings and incidents. `times` names the columns the range applies to: a
+   * finding's `time`; an incident overlaps the range when it was last seen after `from` and first
+   * seen before `to`.
+   */
+  private findingFilters(q: FindingQuery, where: string[], params: Record<string, unknown>, times = { from: 'time', to: 'time' }): void {
     if (q.from !== undefined) {
-      where.push(`time >= fromUnixTimestamp64Micro({from:Int64}, 'UTC')`);
+      where.push(`${times.from} >= fromUnixTimestamp64Micro({from:Int64}, 'UTC')`);
       params.from = msToMicros(q.from);
     }
     if (q.to !== undefined) {
-      where.push(`time <= fromUnixTimestamp64Micro({to:Int64}, 'UTC')`);
+      where.push(`${times.to} <= fromUnixTimestamp64Micro({to:Int64}, 'UTC')`);
       params.to = msToMicros(q.to);
     }
     for (const k of ['detector', 'rule', 'agent', 'workload', 'task'] as const) {
@@ -228,60 +236,35 @@ LIMIT {limit:UInt64}`,
   }
 
   /**
-   * Incidents: findings grouped by (detector, rule, task), most recent first. A stand-in until the
-   * alerting issue stores incidents of its own; the shape is what an analyst needs either way.
+   * Incidents as the alerter keeps them (`incidents`, latest version of each): findings grouped by
+   * fingerprint with their lifecycle, most recently seen first, keyset cursor on (last seen, id).
    */
-  async incidents(q: FindingQuery): Promise<IncidentPage> {
+  async incidents(q: IncidentQuery): Promise<IncidentPage> {
     const limit = this.pageSize(q.limit);
     const where: string[] = [];
     const params: Record<string, unknown> = { limit: limit + 1 };
-    this.findingFilters(q, where, params);
-    let having = '';
+    this.findingFilters(q, where, params, { from: 'last_seen', to: 'first_seen' });
+    if (q.status !== undefined) {
+      where.push('status = {status:String}');
+      params.status = q.status;
+    }
     if (q.cursor !== undefined) {
-      const [us, detector, rule, task] = decodeCursor(q.cursor, IncidentCursorSchema);
-      having = `HAVING (last_us, detector, rule, task_id) < ({cu:Int64}, {cd:String}, {cr:String}, {ct:String})`;
-      Object.assign(params, { cu: us, cd: detector, cr: rule, ct: task });
+      const [ms, id] = decodeCursor(q.cursor, IncidentCursorSchema);
+      where.push('(toUnixTimestamp64Milli(last_seen), id) < ({cl:Int64}, {cid:String})');
+      Object.assign(params, { cl: ms, cid: id });
     }
     const rows = await this.run(
-      `SELECT detector, rule, task_id, max(indexOf(${SEVERITY_ARRAY}, severity)) AS rank, any(title) AS title,
-  count() AS n, groupArray(100)(id) AS ids,
-  toUnixTimestamp64Micro(min(time)) AS first_us, toUnixTimestamp64Micro(max(time)) AS last_us
-FROM ${TABLE.findings} FINAL
+      `SELECT ${INCIDENT_SELECT} FROM ${TABLE.incidents} FINAL
 ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
-GROUP BY detector, rule, task_id
-${having}
-ORDER BY last_us DESC, detector DESC, rule DESC, task_id DESC
+ORDER BY last_seen DESC, id DESC
 LIMIT {limit:UInt64}`,
       params,
       limit + 1,
     );
-    const Row = z.object({
-      detector: z.string(),
-      rule: z.string(),
-      task_id: z.string(),
-      rank: int64,
-      title: z.string(),
-      n: int64,
-      ids: z.array(z.string()),
-      first_us: int64,
-      last_us: int64,
-    });
-    const parsed = rows.slice(0, limit).map((r) => Row.parse(r));
-    const items = parsed.map((r) => ({
-      id: `${r.detector}/${r.rule}/${r.task_id}`,
-      detector: r.detector,
-      rule: r.rule,
-      task_id: r.task_id,
-      severity: (SEVERITIES[r.rank - 1] ?? 'info') as Severity,
-      title: r.title,
-      findings: r.n,
-      finding_ids: r.ids,
-      first_time: microsToMs(r.first_us),
-      last_time: microsToMs(r.last_us),
-    }));
-    const last = parsed[parsed.length - 1];
+    const items = rows.slice(0, limit).map((r) => toApiIncident(decodeIncident(r)));
+    const last = items[items.length - 1];
     const more = rows.length > limit && last !== undefined;
-    return { items, next_cursor: more ? encodeCursor([String(last.last_us), last.detector, last.rule, last.task_id]) : null };
+    return { items, next_cursor: more ? encodeCursor([String(Math.round(last.last_time)), last.id]) : null };
   }
 
   /**
@@ -351,4 +334,30 @@ GROUP BY type, id, account ORDER BY n DESC, id LIMIT {n:UInt64}`,
     const rows = Math.min(maxRows ?? this.sqlLimits.maxRows, this.sqlLimits.maxRows);
     return this.run(sql, params, rows);
   }
+}
+
+/** A stored incident in the API's shape. */
+function toApiIncident(i: StoredIncident): Incident {
+  return {
+    id: i.id,
+    fingerprint: i.fingerprint,
+    status: i.status,
+    detector: i.detector,
+    rule: i.rule,
+    task_id: i.task_id,
+    agent_id: i.agent_id,
+    workload_id: i.workload_id,
+    severity: i.severity,
+    title: i.title,
+    summary: i.summary,
+    findings: i.finding_count,
+    finding_ids: i.recent_findings,
+    evidence: i.evidence,
+    tags: i.tags,
+    suppressed: i.suppressed,
+    first_time: i.first_seen,
+    last_time: i.last_seen,
+    opened_at: i.opened_at,
+    resolved_at: i.resolved_at === 0 ? null : i.resolved_at,
+  };
 }

@@ -5,7 +5,7 @@ import { sendJson, type Route, type RouteHandler } from '../../shared/http.ts';
 import { readBody } from '../collector/collector-routes.ts';
 import { QueryRejectedError } from '../storage/read-only-sql.ts';
 import type { AnalystQueries } from './queries.ts';
-import { FindingQuerySchema, IdentityQuerySchema, SqlRequestSchema, TaskQuerySchema } from './schemas.ts';
+import { FindingQuerySchema, IdentityQuerySchema, IncidentQuerySchema, SqlRequestSchema, TaskQuerySchema } from './schemas.ts';
 
 /** Largest `POST /v1/sql` body, bytes. */
 const MAX_SQL_BODY_BYTES = 256 * 1024;
@@ -71,7 +71,7 @@ export function apiRoutes(queries: AnalystQueries): Route[] {
       method: 'GET',
       path: '/v1/incidents',
       role: 'analyst',
-      handler: async (req, res) => sendJson(res, 200, await queries.incidents(parseQuery(req, FindingQuerySchema))),
+      handler: async (req, res) => sendJson(res, 200, await queries.incidents(parseQuery(req, IncidentQuerySchema))),
     },
     {
       method: 'GET',

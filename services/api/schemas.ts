@@ -105,21 +105,44 @@ export type FindingQuery = z.infer<typeof FindingQuerySchema>;
 export const FindingPageSchema = pageSchema(FindingSchema);
 export type FindingPage = z.infer<typeof FindingPageSchema>;
 
+/** `GET /v1/incidents` query: the findings filters, plus the incident's status. */
+export const IncidentQuerySchema = FindingQuerySchema.extend({
+  status: z.enum(['open', 'resolved']).optional(),
+});
+export type IncidentQuery = z.infer<typeof IncidentQuerySchema>;
+
 /**
- * An incident: the findings of one (detector, rule, task), until the alerting issue stores
- * incidents of its own.
+ * An incident as the alerter keeps it: the findings of one fingerprint (by default detector, rule
+ * and task; `alerting.incidents.groupBy`) while it stays open. Times are epoch ms.
  */
 export const IncidentSchema = z.object({
   id: z.string(),
+  /** Grouping hash; PagerDuty's `dedup_key`. */
+  fingerprint: z.string(),
+  status: z.enum(['open', 'resolved']),
   detector: z.string(),
   rule: z.string(),
   task_id: z.string(),
+  agent_id: z.string(),
+  workload_id: z.string(),
+  /** Highest severity so far. */
   severity: SeveritySchema,
   title: z.string(),
+  summary: z.string(),
+  /** Findings rolled up. */
   findings: z.number(),
+  /** The most recent of them. */
   finding_ids: z.array(z.string()),
+  /** Evidence event ids of the most severe finding. */
+  evidence: z.array(z.string()),
+  tags: z.array(z.string()),
+  /** Suppression reason when its notifications are muted; '' = not suppressed. */
+  suppressed: z.string(),
+  /** Event time of the first and last finding. */
   first_time: z.number(),
   last_time: z.number(),
+  opened_at: z.number(),
+  resolved_at: z.number().nullable(),
 });
 export type Incident = z.infer<typeof IncidentSchema>;
 

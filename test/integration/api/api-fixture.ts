@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { CredentialBindingSchema, TimelineEventSchema, type CredentialBinding, type TimelineEvent } from '../../../shared/event.ts';
 import { FindingSchema, type Finding } from '../../../shared/finding.ts';
+import { IncidentSchema, type Incident } from '../../../shared/alert.ts';
 import type { Store } from '../../../services/storage/store.ts';
 
 /**
@@ -90,10 +91,48 @@ export function finding(i: number): Finding {
   });
 }
 
+/**
+ * The incident the alerter keeps for finding i: one per task (default grouping); every fourth is
+ * resolved. Stored twice, as the alerter does (opened, then updated), so reads must take the
+ * latest version.
+ */
+export function incident(i: number, version: 'opened' | 'latest' = 'latest'): Incident {
+  const f = finding(i);
+  const resolved = version === 'latest' && i % 4 === 0;
+  return IncidentSchema.parse({
+    id: hex32(`incident/${i}`),
+    fingerprint: hex32(`fingerprint/${i}`),
+    status: resolved ? 'resolved' : 'open',
+    severity: f.severity,
+    detector: f.detector,
+    rule: f.rule,
+    title: f.title,
+    summary: f.summary,
+    task_id: f.task_id,
+    agent_id: f.agent_id,
+    workload_id: f.workload_id,
+    finding_count: version === 'latest' ? 2 : 1,
+    first_seen: f.time,
+    last_seen: f.time,
+    opened_at: BASE_MS,
+    updated_at: BASE_MS + (version === 'latest' ? 2 : 1),
+    resolved_at: resolved ? BASE_MS + 2 : 0,
+    recent_findings: [f.id],
+    evidence: f.evidence,
+    tags: [],
+    suppressed: '',
+    notified: {},
+    seq: 1,
+  });
+}
+
 /** Writes the data set. */
 export async function loadFixture(store: Store): Promise<void> {
   const all = Array.from({ length: TASKS }, (_, i) => i);
+  const withFindings = all.filter((i) => i < FINDING_TASKS);
   await store.insertEvents(all.flatMap(events));
   await store.insertBindings(all.map(binding));
-  await store.insertFindings(all.filter((i) => i < FINDING_TASKS).map(finding));
+  await store.insertFindings(withFindings.map(finding));
+  await store.upsertIncidents(withFindings.map((i) => incident(i, 'opened')));
+  await store.upsertIncidents(withFindings.map((i) => incident(i)));
 }

@@ -18,7 +18,7 @@ import {
   type TaskSummary,
 } from '../../../services/api/schemas.ts';
 import { ClickHouseStore } from '../../../services/storage/store.ts';
-import { BASE_MS, FINDING_TASKS, TASKS, agentId, bucketArn, credentialId, eventId, loadFixture, taskId, workloadId } from './api-fixture.ts';
+import { BASE_MS, FINDING_TASKS, TASKS, agentId, bucketArn, credentialId, eventId, finding, loadFixture, taskId, workloadId } from './api-fixture.ts';
 
 /**
  * The analyst API over HTTP on loopback, on the real ClickHouse engine (chDB) holding a fixture of
@@ -267,15 +267,26 @@ describe('GET /v1/findings and /v1/incidents', () => {
     expect(none.next_cursor).toBeNull();
   });
 
-  it('groups findings into incidents by detector, rule and task, with pagination', async () => {
+  it('lists the stored incidents (latest version of each), newest first, with filters and pagination', async () => {
     const first = IncidentPageSchema.parse((await get('/v1/incidents?limit=40&severity=low')).json);
     expect(first.items).toHaveLength(40);
-    expect(first.items[0]).toMatchObject({ detector: 'lateral-movement', task_id: taskId(FINDING_TASKS - 1), findings: 1 });
+    expect(first.items[0]).toMatchObject({ detector: 'lateral-movement', task_id: taskId(FINDING_TASKS - 1), findings: 2, finding_ids: [finding(FINDING_TASKS - 1).id] });
     const second = IncidentPageSchema.parse((await get(`/v1/incidents?limit=40&severity=low&cursor=${encodeURIComponent(first.next_cursor ?? '')}`)).json);
     expect(second.items).toHaveLength(FINDING_TASKS - 40);
     expect(second.next_cursor).toBeNull();
-    const tasks = new Set([...first.items, ...second.items].map((i) => i.task_id));
-    expect(tasks.size).toBe(FINDING_TASKS);
+    const all = [...first.items, ...second.items];
+    expect(new Set(all.map((i) => i.task_id)).size).toBe(FINDING_TASKS);
+    // One row per incident although each was stored twice, and the later version wins.
+    expect(new Set(all.map((i) => i.id)).size).toBe(FINDING_TASKS);
+    expect(all.every((i) => i.findings === 2)).toBe(true);
+
+    const resolved = IncidentPageSchema.parse((await get('/v1/incidents?status=resolved&limit=100')).json);
+    expect(resolved.items).toHaveLength(FINDING_TASKS / 4);
+    expect(resolved.items.every((i) => i.status === 'resolved' && i.resolved_at !== null)).toBe(true);
+    const high = IncidentPageSchema.parse((await get('/v1/incidents?severity=high&limit=100')).json);
+    expect(high.items).toHaveLength(FINDING_TASKS / 3);
+    const bad = await get('/v1/incidents?status=closed');
+    expect(bad.status).toBe(400);
   });
 });
 
