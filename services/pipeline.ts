@@ -7,15 +7,15 @@ import type { Logger } from '../shared/logger.ts';
 import { MetricsRegistry } from '../shared/metrics.ts';
 import { GROUP, TOPIC } from '../shared/names.ts';
 import type { DetectorEngine } from '../detectors/engine.ts';
-import { createDetectorEngine, loadPolicy } from '../detectors/policy.ts';
-import { createRedactor } from '../shared/redaction.ts';
+import { loadPolicy } from '../detectors/policy.ts';
 import { redactionOptions } from '../shared/redaction-key.ts';
 import { alerterWanted, createAlerterStage, type AlerterStage } from './alerter/index.ts';
 import { setEventValidation } from './collector/adapters/adapter.ts';
 import { Ingestor } from './collector/ingest.ts';
 import { defaultParseWorkers } from './collector/parse-pool.ts';
 import { CorrelatorStage } from './correlator/correlator-stage.ts';
-import { DetectorStage } from './detector/detector-stage.ts';
+import type { DetectorStage } from './detector/detector-stage.ts';
+import { detectorFromConfig } from './detector/detector-from-config.ts';
 import { ClickHouseStore, type Store } from './storage/store.ts';
 
 /**
@@ -75,14 +75,9 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
   if (timelineInMemory) bus.keepInMemoryOnly(TOPIC.timeline);
   await bus.start();
   const policy = loadPolicy(cfg.policyFile);
+  // Read (or made) once: the collector redacts with it, detectors match through its markers.
   const redaction = redactionOptions(cfg, policy.redaction);
-  const redactor = createRedactor(redaction);
-  const engine = createDetectorEngine(
-    policy,
-    { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) },
-    redactor ? (v) => redactor.marker(v) : undefined,
-  );
-  const detector = new DetectorStage({ bus, store, engine, log, metrics, recoveryWindowMs: cfg.engine.recoveryWindowMs, recoveryEventsPerTask: cfg.engine.recoveryEventsPerTask });
+  const { engine, stage: detector } = detectorFromConfig(cfg, policy, { bus, store, log, metrics }, redaction);
   const correlator = new CorrelatorStage({
     bus,
     store,

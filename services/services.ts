@@ -4,16 +4,15 @@ import type { Config } from '../shared/config.ts';
 import { startHttpServer, type HttpService, type Readiness, type Route } from '../shared/http.ts';
 import type { Logger } from '../shared/logger.ts';
 import { MetricsRegistry } from '../shared/metrics.ts';
-import { createRedactor } from '../shared/redaction.ts';
 import { redactionOptions } from '../shared/redaction-key.ts';
-import { createDetectorEngine, loadPolicy } from '../detectors/policy.ts';
+import { loadPolicy } from '../detectors/policy.ts';
 import { startApiServer, httpSecurity } from './api/api-server.ts';
 import { assertAccessConfigured } from './api/auth.ts';
 import { createAlerterStage } from './alerter/index.ts';
 import { collectorRoutes } from './collector/collector-routes.ts';
 import { Ingestor } from './collector/ingest.ts';
 import { CorrelatorStage } from './correlator/correlator-stage.ts';
-import { DetectorStage } from './detector/detector-stage.ts';
+import { detectorFromConfig } from './detector/detector-from-config.ts';
 import { ClickHouseStore, type Store } from './storage/store.ts';
 
 /**
@@ -95,6 +94,18 @@ export async function startCollectorService(cfg: Readonly<Config>, log: Logger):
   return withHttp('collector', cfg, log, metrics, { bus, routes, stop: () => bus.shutdown() }, cfg.collector.host, cfg.collector.port);
 }
 
+/**
+ * Exports a stage's consumer lag as `runtrail_consumer_lag_messages{stage}`, refreshed every 5 s
+ * (a lag query may cost a broker round trip, so not on every scrape). Returns the timer to clear.
+ */
+function exportLag(metrics: MetricsRegistry, stage: string, lag: () => Promise<number>): NodeJS.Timeout {
+  let last = 0;
+  metrics.gauge('runtrail_consumer_lag_messages', 'Messages not yet consumed, by stage').collect(() => [[{ stage }, last]]);
+  const timer = setInterval(() => void lag().then((n) => (last = n)), 5000);
+  timer.unref();
+  return timer;
+}
+
 /** Correlator: ingest topics -> task timelines in storage and on the timeline topic. */
 export async function startCorrelatorService(cfg: Readonly<Config>, log: Logger): Promise<RunningService> {
   const metrics = new MetricsRegistry();
@@ -103,10 +114,7 @@ export async function startCorrelatorService(cfg: Readonly<Config>, log: Logger)
   await bus.start();
   const stage = new CorrelatorStage({ bus, store, cfg: cfg.correlator, log, metrics, wallClock: true });
   await stage.start();
-  let lastLag = 0;
-  metrics.gauge('runtrail_consumer_lag_messages', 'Messages not yet consumed, by stage').collect(() => [[{ stage: 'correlator' }, lastLag]]);
-  const lagTimer = setInterval(() => void stage.lag().then((n) => (lastLag = n)), 5000);
-  lagTimer.unref();
+  const lagTimer = exportLag(metrics, 'correlator', () => stage.lag());
   return withHttp('correlator', cfg, log, metrics, {
     bus,
     store,
@@ -126,14 +134,9 @@ export async function startDetectorService(cfg: Readonly<Config>, log: Logger): 
   const bus = createBus(cfg, log, metrics, { durable: true });
   await bus.start();
   const policy = loadPolicy(cfg.policyFile);
-  const redactor = createRedactor(redactionOptions(cfg, policy.redaction));
-  const engine = createDetectorEngine(policy, { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) }, redactor ? (v) => redactor.marker(v) : undefined);
-  const stage = new DetectorStage({ bus, store, engine, log, metrics, recoveryWindowMs: cfg.engine.recoveryWindowMs, recoveryEventsPerTask: cfg.engine.recoveryEventsPerTask });
+  const { stage } = detectorFromConfig(cfg, policy, { bus, store, log, metrics }, redactionOptions(cfg, policy.redaction));
   await stage.start();
-  let lastLag = 0;
-  metrics.gauge('runtrail_consumer_lag_messages', 'Messages not yet consumed, by stage').collect(() => [[{ stage: 'detector' }, lastLag]]);
-  const lagTimer = setInterval(() => void stage.lag().then((n) => (lastLag = n)), 5000);
-  lagTimer.unref();
+  const lagTimer = exportLag(metrics, 'detector', () => stage.lag());
   return withHttp('detector', cfg, log, metrics, {
     bus,
     store,

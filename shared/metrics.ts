@@ -131,3 +131,11 @@ export class MetricsRegistry {
     return `${lines.join('\n')}\n`;
   }
 }
+
+/**
+ * `runtrail_consumer_batch_messages{stage}`: messages per consumed batch. One definition for every
+ * consuming stage, so they share buckets and help text.
+ */
+export function consumerBatchSizes(metrics: MetricsRegistry): Histogram {
+  return metrics.histogram('runtrail_consumer_batch_messages', 'Messages per consumed batch, by stage', [1, 10, 50, 100, 500, 1000, 5000, 10000]);
+}

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DEFAULT_IDENTITY_REWRITES, IdentityRewriteSchema } from '../identity-rewrites.ts';
 import { CapabilitySchema } from '../catalog/tool-catalog.ts';
 import { EventSourceSchema } from '../../shared/event.ts';
 
@@ -22,15 +23,6 @@ import { EventSourceSchema } from '../../shared/event.ts';
  * `notify`, and `approval` needs either broad reach (dozens of resources), several sensitive data
  * classes with writes, or privileged (admin / IAM) changes.
  */
-
-const regex = z.string().min(1).refine((s) => {
-  try {
-    new RegExp(s);
-    return true;
-  } catch {
-    return false;
-  }
-}, { message: 'expected a valid regular expression' });
 
 /** Score weights. Each distinct item counts once per window. */
 export const WeightsSchema = z.strictObject({
@@ -94,8 +86,8 @@ export const IdentityScopeSchema = z
     sources: z.array(EventSourceSchema).default(['resource', 'workload']),
     /** Rewrites applied to the identity (regex pattern, replacement): STS session names differ per task, the role does not. */
     identity_rewrites: z
-      .array(z.strictObject({ pattern: regex, replacement: z.string() }))
-      .default([{ pattern: '^(arn:[^:]+:sts::[^:]*:assumed-role/[^/]+)/.*$', replacement: '$1' }]),
+      .array(IdentityRewriteSchema)
+      .default(DEFAULT_IDENTITY_REWRITES),
   })
   .refine(ascending, ASCENDING_MESSAGE);
 

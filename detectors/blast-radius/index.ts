@@ -8,6 +8,7 @@ import type { Detector, DetectorInstance, DetectorMeta, TaskView } from '../dete
 import { makeFinding } from '../finding-builder.ts';
 import { BlastRadiusConfigSchema, type BlastRadiusConfig } from './config.ts';
 import { BLAST_RADIUS_FIXTURES } from './fixtures.ts';
+import { rewriteIdentity } from '../identity-rewrites.ts';
 
 /**
  * Blast radius: how much a task (and, across tasks, an identity) has reached within a rolling
@@ -94,15 +95,6 @@ export interface ScoreBreakdown {
 }
 
 
-type Rewrites = BlastRadiusConfig['identity']['identity_rewrites'];
-const rewriteCache = new WeakMap<Rewrites, Array<{ re: RegExp; replacement: string }>>();
-function rewriteIdentity(id: string, rewrites: Rewrites): string {
-  let compiled = rewriteCache.get(rewrites);
-  if (!compiled) rewriteCache.set(rewrites, (compiled = rewrites.map((r) => ({ re: new RegExp(r.pattern), replacement: r.replacement }))));
-  let out = id;
-  for (const r of compiled) out = out.replace(r.re, r.replacement);
-  return out;
-}
 
 function taskAgent(task: TaskView): string {
   for (const e of task.events) if (e.agent_id) return e.agent_id;

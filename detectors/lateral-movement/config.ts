@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DEFAULT_IDENTITY_REWRITES, IdentityRewriteSchema } from '../identity-rewrites.ts';
 import { CapabilitySchema } from '../catalog/tool-catalog.ts';
 import { EventSourceSchema } from '../../shared/event.ts';
 import { SeveritySchema } from '../../shared/finding.ts';
@@ -18,28 +19,6 @@ import { parseCidr } from './network.ts';
  */
 
 const cidr = z.string().refine((s) => parseCidr(s) !== undefined, { message: 'expected a CIDR block such as 10.0.0.0/16 or 2001:db8::/32' });
-
-/** A rewrite applied to an identity before it is used as a baseline key. */
-export const IdentityRewriteSchema = z.strictObject({
-  /** JavaScript regular expression matched against the identity. */
-  pattern: z.string().refine((s) => {
-    try {
-      new RegExp(s);
-      return true;
-    } catch {
-      return false;
-    }
-  }, { message: 'expected a valid regular expression' }),
-  /** Replacement (`$1` etc. refer to groups). */
-  replacement: z.string(),
-});
-
-/**
- * Default identity rewrites: an STS assumed-role ARN names its session
- * (`arn:aws:sts::111122223333:assumed-role/reader/task-42`); the session name differs per task,
- * so the baseline is kept per role.
- */
-export const DEFAULT_IDENTITY_REWRITES = [{ pattern: '^(arn:[^:]+:sts::[^:]*:assumed-role/[^/]+)/.*$', replacement: '$1' }];
 
 /** `credential-off-origin`: a credential used from somewhere other than where it was issued. */
 export const OffOriginConfigSchema = z.strictObject({

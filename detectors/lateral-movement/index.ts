@@ -8,6 +8,7 @@ import { makeFinding } from '../finding-builder.ts';
 import { LateralMovementConfigSchema, type LateralMovementConfig } from './config.ts';
 import { LATERAL_MOVEMENT_FIXTURES } from './fixtures.ts';
 import { inCidr, networkOf, parseCidr, parseIp, type Cidr } from './network.ts';
+import { rewriteIdentity } from '../identity-rewrites.ts';
 
 /**
  * Lateral movement: credentials and identities reaching beyond where they belong.
@@ -184,15 +185,6 @@ function serviceOf(action: string | undefined): string | undefined {
   return i > 0 ? action.slice(0, i) : undefined;
 }
 
-type Rewrites = LateralMovementConfig['identity-new-service']['identity_rewrites'];
-const rewriteCache = new WeakMap<Rewrites, Array<{ re: RegExp; replacement: string }>>();
-function rewriteIdentity(id: string, rewrites: Rewrites): string {
-  let compiled = rewriteCache.get(rewrites);
-  if (!compiled) rewriteCache.set(rewrites, (compiled = rewrites.map((r) => ({ re: new RegExp(r.pattern), replacement: r.replacement }))));
-  let out = id;
-  for (const r of compiled) out = out.replace(r.re, r.replacement);
-  return out;
-}
 
 function maxSeverity(a: Severity, b: Severity): Severity {
   return severityRank(a) >= severityRank(b) ? a : b;

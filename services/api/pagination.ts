@@ -23,3 +23,13 @@ export function decodeCursor<T extends z.ZodType>(cursor: string, schema: T): z.
   if (!r.success) throw new RequestError('cursor: not a cursor returned by this API (pass next_cursor unchanged)');
   return r.data;
 }
+
+/**
+ * One page from rows fetched with `LIMIT limit + 1`: the first `limit` decoded, and a cursor made
+ * from the last one's sort key when the extra row shows there is more.
+ */
+export function toPage<R, T>(rows: readonly R[], limit: number, decode: (row: R) => T, sortKey: (item: T) => readonly string[]): { items: T[]; next_cursor: string | null } {
+  const items = rows.slice(0, limit).map(decode);
+  const last = items[items.length - 1];
+  return { items, next_cursor: rows.length > limit && last !== undefined ? encodeCursor(sortKey(last)) : null };
+}

@@ -1,12 +1,12 @@
 import { z } from 'zod';
-import { SEVERITIES, severityRank, type Severity } from '../../shared/finding.ts';
+import { SEVERITIES, severityRank } from '../../shared/finding.ts';
 import { RequestError } from '../../shared/errors.ts';
 import { STORAGE_VIEW } from '../storage/migrations.ts';
 import type { Incident as StoredIncident } from '../../shared/alert.ts';
 import { BINDING_SELECT, FINDING_SELECT, INCIDENT_SELECT, decodeBinding, decodeFinding, decodeIncident, microsToMs, msToMicros } from '../storage/rows.ts';
 import type { Store } from '../storage/store.ts';
 import { TABLE } from '../../shared/names.ts';
-import { decodeCursor, encodeCursor } from './pagination.ts';
+import { decodeCursor, toPage } from './pagination.ts';
 import type {
   FindingPage,
   FindingQuery,
@@ -157,10 +157,7 @@ LIMIT {limit:UInt64}`,
       params,
       limit + 1,
     );
-    const items = rows.slice(0, limit).map(toTask);
-    const last = items[items.length - 1];
-    const more = rows.length > limit && last !== undefined;
-    return { items, next_cursor: more ? encodeCursor([String(msToMicros(last.last_seen)), last.task_id]) : null };
+    return toPage(rows, limit, toTask, (t) => [String(msToMicros(t.last_seen)), t.task_id]);
   }
 
   /** One task: summary, events in time order (capped), credential bindings, findings. */
@@ -229,10 +226,7 @@ LIMIT {limit:UInt64}`,
       params,
       limit + 1,
     );
-    const items = rows.slice(0, limit).map(decodeFinding);
-    const last = items[items.length - 1];
-    const more = rows.length > limit && last !== undefined;
-    return { items, next_cursor: more ? encodeCursor([String(msToMicros(last.time)), last.id]) : null };
+    return toPage(rows, limit, decodeFinding, (f) => [String(msToMicros(f.time)), f.id]);
   }
 
   /**
@@ -261,10 +255,7 @@ LIMIT {limit:UInt64}`,
       params,
       limit + 1,
     );
-    const items = rows.slice(0, limit).map((r) => toApiIncident(decodeIncident(r)));
-    const last = items[items.length - 1];
-    const more = rows.length > limit && last !== undefined;
-    return { items, next_cursor: more ? encodeCursor([String(Math.round(last.last_time)), last.id]) : null };
+    return toPage(rows, limit, (r) => toApiIncident(decodeIncident(r)), (i) => [String(Math.round(i.last_time)), i.id]);
   }
 
   /**

@@ -1,7 +1,7 @@
 import { stringify } from 'yaml';
 import { loadPolicy, PolicyError } from '../../detectors/policy.ts';
 import { DETECTORS } from '../../detectors/registry.ts';
-import { COMMON_HELP, UsageError, configFromArgs, str, type Command } from './command.ts';
+import { COMMON_HELP, UsageError, configFromArgs, type Command } from './command.ts';
 
 /** `runtrail policy validate FILE` / `runtrail policy show [FILE]`. */
 export const policyCommand: Command = {

@@ -1,10 +1,9 @@
-import { deadLetterUndecodable, recordDeadLetters } from '../dead-letters.ts';
-import type { Bus, DeadLetter, MessageBatch, Subscription, UndecodableMessage } from '../../shared/bus/bus.ts';
+import { deadLetterUndecodable, storeOrDeadLetter } from '../dead-letters.ts';
+import type { Bus, MessageBatch, Subscription, UndecodableMessage } from '../../shared/bus/bus.ts';
 import { errorMessage } from '../../shared/errors.ts';
-import { isBadDataInsertError } from '../storage/batch-writer.ts';
 import { retryUntilStopped } from '../../shared/retry.ts';
 import { RateLimitedLog, type Logger } from '../../shared/logger.ts';
-import type { MetricsRegistry } from '../../shared/metrics.ts';
+import { consumerBatchSizes, type MetricsRegistry } from '../../shared/metrics.ts';
 import { Mutex } from '../../shared/mutex.ts';
 import { GROUP, SOURCE_TOPIC, TOPIC, type TopicId } from '../../shared/names.ts';
 import type { Store } from '../storage/store.ts';
@@ -145,9 +144,7 @@ export class CorrelatorStage {
   private async handleBatch(batch: MessageBatch<(typeof INGEST_TOPICS)[number]>): Promise<void> {
     const received = this.deps.metrics.counter('runtrail_events_in_total', 'Events consumed, by stage and topic');
     received.inc({ stage: 'correlator', topic: batch.topic }, batch.messages.length);
-    this.deps.metrics
-      .histogram('runtrail_consumer_batch_messages', 'Messages per consumed batch, by stage', [1, 10, 50, 100, 500, 1000, 5000, 10000])
-      .observe(batch.messages.length + batch.undecodable.length, { stage: 'correlator' });
+    consumerBatchSizes(this.deps.metrics).observe(batch.messages.length + batch.undecodable.length, { stage: 'correlator' });
     this.tracker.received(
       batch.topic,
       batch.partition,
@@ -181,9 +178,9 @@ export class CorrelatorStage {
     if (!commitEvenIfEmpty && out.events.length === 0 && out.bindings.length === 0 && out.done.length === 0 && out.closedTasks.length === 0) return;
     const { store } = this.deps;
     const stored = Promise.all([
-      out.events.length > 0 ? this.storeIsolating('store events', out.events, (rows) => store.insertEvents(rows), (e) => [e.event_id, e]) : undefined,
+      out.events.length > 0 ? this.storeRows('store events', out.events, (rows) => store.insertEvents(rows), (e) => e.event_id) : undefined,
       out.bindings.length > 0
-        ? this.storeIsolating('store bindings', out.bindings, (rows) => store.insertBindings(rows), (b) => [b.credential_id, b])
+        ? this.storeRows('store bindings', out.bindings, (rows) => store.insertBindings(rows), (b) => b.credential_id)
         : undefined,
     ]).then(() => this.observeStored(out));
     const prevPublish = this.publishTail;
@@ -273,43 +270,14 @@ export class CorrelatorStage {
     }
   }
 
-  private retrying(what: string, fn: () => Promise<void>, permanent?: (err: unknown) => boolean): Promise<void> {
-    return retryUntilStopped(fn, { what, baseMs: this.deps.retryBaseMs ?? 200, stopped: () => this.stopped, log: this.retryLog, permanent });
+  private retrying(what: string, fn: () => Promise<void>): Promise<void> {
+    return retryUntilStopped(fn, { what, baseMs: this.deps.retryBaseMs ?? 200, stopped: () => this.stopped, log: this.retryLog });
   }
 
-  /**
-   * Stores rows, retrying what may pass later (an outage, and also a schema or credentials fault
-   * an operator must fix). Rows the store refuses for what they hold must not hold their
-   * partition forever: the batch is halved until
-   * each refused row stands alone, and that row becomes a dead letter (table and topic) with the
-   * store's reason, while every other row of the batch is stored.
-   */
-  private async storeIsolating<T>(what: string, rows: readonly T[], insert: (rows: readonly T[]) => Promise<void>, describe: (row: T) => [string, T]): Promise<void> {
-    const permanent = isBadDataInsertError;
-    try {
-      await this.retrying(what, () => insert(rows), permanent);
-    } catch (err) {
-      if (this.stopped || !permanent(err)) throw err;
-      if (rows.length > 1) {
-        const mid = rows.length >> 1;
-        await Promise.all([this.storeIsolating(what, rows.slice(0, mid), insert, describe), this.storeIsolating(what, rows.slice(mid), insert, describe)]);
-        return;
-      }
-      const [key, row] = describe(rows[0] as T);
-      const letter: DeadLetter = {
-        stage: 'correlator',
-        topic: TOPIC.timeline,
-        partition: -1,
-        offset: '',
-        key,
-        code: 'storage_rejected',
-        reason: `${what}: ${errorMessage(err)}`,
-        payload: JSON.stringify(row),
-        time: Date.now(),
-      };
-      this.log.error({ key, err: errorMessage(err) }, 'row refused by storage; dead-lettered');
-      await this.retrying('store dead letter', () => recordDeadLetters('correlator', [letter], this.deps));
-    }
+  /** Stores rows; rows the store refuses for their content are dead-lettered (see {@link storeOrDeadLetter}). */
+  private storeRows<T>(what: string, rows: readonly T[], insert: (rows: readonly T[]) => Promise<void>, key: (row: T) => string): Promise<void> {
+    const retry = { baseMs: this.deps.retryBaseMs ?? 200, stopped: () => this.stopped, log: this.retryLog };
+    return storeOrDeadLetter({ stage: 'correlator', topic: TOPIC.timeline, what, rows, insert, key, retry, deps: this.deps, log: this.log });
   }
 
   private async commit(): Promise<void> {

@@ -1,19 +1,17 @@
-import { deadLetterUndecodable } from '../dead-letters.ts';
+import { deadLetterUndecodable, storeOrDeadLetter } from '../dead-letters.ts';
 import type { Bus, MessageBatch, Subscription } from '../../shared/bus/bus.ts';
 import { EVENT_TYPE, type TimelineEvent } from '../../shared/event.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import { BoundedMap } from '../../shared/lru.ts';
 import type { Finding } from '../../shared/finding.ts';
 import { RateLimitedLog, type Logger } from '../../shared/logger.ts';
-import type { MetricsRegistry } from '../../shared/metrics.ts';
+import { consumerBatchSizes, type Histogram, type MetricsRegistry } from '../../shared/metrics.ts';
 import { Mutex } from '../../shared/mutex.ts';
 import { GROUP, TABLE, TOPIC } from '../../shared/names.ts';
 import { retryUntilStopped } from '../../shared/retry.ts';
 import type { DetectorEngine } from '../../detectors/engine.ts';
 import type { Store } from '../storage/store.ts';
 
-const BATCH_BOUNDS = [1, 10, 50, 100, 500, 1000, 5000, 10000];
-const LATENCY_BOUNDS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 /** Dependencies of the detector stage. */
 export interface DetectorStageDeps {
@@ -66,6 +64,8 @@ export class DetectorStage {
   private inFlight = 0;
   private roomWaiters: Array<() => void> = [];
   private readonly retryLog: RateLimitedLog;
+  private readonly batchSizes: Histogram;
+  private readonly findingLatency: Histogram;
   private readonly startedAt = Date.now();
   /** Whether tasks may still need rebuilding (see {@link recover}). */
   private recovering = false;
@@ -75,6 +75,12 @@ export class DetectorStage {
   constructor(private readonly deps: DetectorStageDeps) {
     this.log = deps.log.child({ component: 'detector' });
     this.maxInFlight = Math.max(1, deps.maxInFlight ?? 4);
+    this.batchSizes = consumerBatchSizes(deps.metrics);
+    this.findingLatency = deps.metrics.histogram(
+      'runtrail_arrival_to_finding_seconds',
+      'Arrival of the event that completed a pattern to its finding, seconds',
+      [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    );
     this.retryLog = new RateLimitedLog(this.log, 'storing or publishing findings failed; retrying');
     deps.metrics.gauge('runtrail_detector_tasks', 'Task timelines held by the detector engine').collect(() => deps.engine.taskCount);
     deps.metrics.gauge('runtrail_detector_events_held', 'Events held across the detector engine\'s task windows').collect(() => deps.engine.eventCount);
@@ -108,7 +114,7 @@ export class DetectorStage {
     metrics.counter('runtrail_events_in_total', 'Events consumed, by stage and topic').inc({ stage: 'detector', topic: batch.topic }, batch.messages.length);
     await deadLetterUndecodable('detector', batch.undecodable, { store, bus, metrics });
     const events = batch.messages.map((m) => m.value);
-    metrics.histogram('runtrail_consumer_batch_messages', 'Messages per consumed batch, by stage', BATCH_BOUNDS).observe(events.length, { stage: 'detector' });
+    this.batchSizes.observe(events.length, { stage: 'detector' });
     const recovered = await this.recover(events);
     const found = engine.process(events);
     this.observeLatency(found, events);
@@ -168,12 +174,11 @@ export class DetectorStage {
   private observeLatency(found: readonly Finding[], events: readonly TimelineEvent[]): void {
     if (found.length === 0) return;
     const arrived = new Map(events.map((e) => [e.event_id, e.ingested_at]));
-    const hist = this.deps.metrics.histogram('runtrail_arrival_to_finding_seconds', 'Arrival of the event that completed a pattern to its finding, seconds', LATENCY_BOUNDS);
     const now = Date.now();
     for (const f of found) {
       let last = -1;
       for (const id of f.evidence) last = Math.max(last, arrived.get(id) ?? -1);
-      if (last >= 0) hist.observe((now - last) / 1000, { detector: f.detector });
+      if (last >= 0) this.findingLatency.observe((now - last) / 1000, { detector: f.detector });
     }
   }
 
@@ -193,7 +198,7 @@ export class DetectorStage {
     for (const f of stamped) counter.inc({ detector: f.detector, severity: f.severity });
     const opts = { baseMs: this.deps.retryBaseMs ?? 200, stopped: () => this.stopped, log: this.retryLog };
     await Promise.all([
-      retryUntilStopped(() => store.insertFindings(stamped), { ...opts, what: 'store findings' }),
+      storeOrDeadLetter({ stage: 'detector', topic: TOPIC.findings, what: 'store findings', rows: stamped, insert: (rows) => store.insertFindings(rows), key: (f) => f.id, retry: opts, deps: this.deps, log: this.log }),
       retryUntilStopped(() => bus.publish(TOPIC.findings, stamped.map((f) => ({ key: f.task_id || f.id, value: f }))), { ...opts, what: 'publish findings' }),
     ]);
     this.log.debug({ count: stamped.length }, 'findings emitted');

@@ -13,7 +13,7 @@ import {
   type TimelineEvent,
 } from '../../shared/event.ts';
 import { FindingSchema, type Finding } from '../../shared/finding.ts';
-import { AlertDeliverySchema, DeadLetterSchema, type AlertDelivery, type DeadLetter } from '../../shared/bus/bus.ts';
+import type { AlertDelivery, DeadLetter } from '../../shared/bus/bus.ts';
 import { IncidentSchema, OutboxEntrySchema, type Incident, type OutboxEntry } from '../../shared/alert.ts';
 import { TABLE, type TableName } from '../../shared/names.ts';
 import { RecordError } from '../../shared/errors.ts';

@@ -1,15 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseConfig } from '../../shared/config.ts';
 import { eventId } from '../../shared/ids.ts';
-import { silentLogger } from '../../shared/logger.ts';
-import { MetricsRegistry } from '../../shared/metrics.ts';
-import { startChdbHttpServer } from '../../services/storage/chdb-http-server.ts';
-import { ClickHouseStore } from '../../services/storage/store.ts';
 import { kafkaConfigInput, runId, waitFor } from './helpers.ts';
-import { startService, writeConfig, type ServiceProcess } from './processes.ts';
+import { openProcessHarness, writeConfig, type ProcessHarness } from './processes.ts';
 
 /**
  * The collector as a real process on a real broker: killed with SIGKILL while a shipper is
@@ -18,19 +11,14 @@ import { startService, writeConfig, type ServiceProcess } from './processes.ts';
  * process, including the batches Kafka already had when the collector died.
  */
 
-let dir: string;
-let chdb: Awaited<ReturnType<typeof startChdbHttpServer>>;
-const children: ServiceProcess[] = [];
+let h: ProcessHarness;
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'runtrail-kcol-'));
-  chdb = await startChdbHttpServer({ path: join(dir, 'clickhouse') });
+  h = await openProcessHarness('runtrail-kcol-');
 });
 
 afterAll(async () => {
-  for (const c of children) if (c.child.exitCode === null) await c.kill();
-  await chdb?.close();
-  rmSync(dir, { recursive: true, force: true });
+  await h?.close();
 });
 
 const T0 = Date.parse('2026-10-01T08:00:00Z');
@@ -51,11 +39,9 @@ describe('collector process on a real broker', () => {
   it('killed with SIGKILL mid-stream and restarted, loses nothing a shipper sent and stores nothing twice', async () => {
     const run = runId();
     const database = `${run}_col`;
-    const cfgFile = writeConfig(dir, `${run}-col`, kafkaConfigInput(run, join(dir, run), { storage: { clickhouseUrl: chdb.url, database } }));
-    let collector = await startService('collector', cfgFile);
-    children.push(collector);
-    const correlator = await startService('correlator', cfgFile);
-    children.push(correlator);
+    const cfgFile = writeConfig(h.dir, `${run}-col`, kafkaConfigInput(run, join(h.dir, run), { storage: { clickhouseUrl: h.chdb.url, database } }));
+    let collector = await h.start('collector', cfgFile);
+    const correlator = await h.start('correlator', cfgFile);
 
     const total = 60;
     const sent = new Set<string>();
@@ -90,8 +76,7 @@ describe('collector process on a real broker', () => {
           failedSends++;
           // The collector is gone: the shipper waits and tries again (here: once it is back).
           if (collector.child.exitCode !== null || collector.child.signalCode !== null) {
-            collector = await startService('collector', cfgFile);
-            children.push(collector);
+            collector = await h.start('collector', cfgFile);
           }
         }
         await new Promise((r) => setTimeout(r, 200));
@@ -102,7 +87,7 @@ describe('collector process on a real broker', () => {
     expect(failedSends).toBeGreaterThan(0);
     expect(acknowledged).toBeGreaterThanOrEqual(total);
 
-    const store = new ClickHouseStore(parseConfig({ dataDir: dir, storage: { clickhouseUrl: chdb.url, database } }).storage, dir, silentLogger(), new MetricsRegistry());
+    const store = h.store(database);
     await store.start();
     const n = await waitFor(() => store.countEvents(), (v) => v >= sent.size, 90_000);
     expect(n).toBe(sent.size);

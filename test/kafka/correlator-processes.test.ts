@@ -1,18 +1,11 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kafka, logLevel, type Consumer, type Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseConfig } from '../../shared/config.ts';
 import { CanonicalEventSchema, type CanonicalEvent } from '../../shared/event.ts';
 import { eventId } from '../../shared/ids.ts';
-import { silentLogger } from '../../shared/logger.ts';
-import { MetricsRegistry } from '../../shared/metrics.ts';
 import { SOURCE_TOPIC } from '../../shared/names.ts';
-import { startChdbHttpServer } from '../../services/storage/chdb-http-server.ts';
-import { ClickHouseStore } from '../../services/storage/store.ts';
 import { brokers, kafkaConfigInput, runId, topicsFor, waitFor } from './helpers.ts';
-import { metricTotal, startService, writeConfig, type ServiceProcess } from './processes.ts';
+import { metricTotal, openProcessHarness, writeConfig, type ProcessHarness } from './processes.ts';
 
 /**
  * Correlators as real processes on a real broker, writing to one ClickHouse engine over HTTP
@@ -20,29 +13,19 @@ import { metricTotal, startService, writeConfig, type ServiceProcess } from './p
  * crash-and-restart exactly-once storage, and two instances in one group against one instance.
  */
 
-let dir: string;
-let chdb: Awaited<ReturnType<typeof startChdbHttpServer>>;
+let h: ProcessHarness;
 let producer: Producer;
-const children: ServiceProcess[] = [];
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'runtrail-kproc-'));
-  chdb = await startChdbHttpServer({ path: join(dir, 'clickhouse') });
+  h = await openProcessHarness('runtrail-kproc-');
   producer = new Kafka({ clientId: 'proc-test', brokers: brokers(), logLevel: logLevel.NOTHING }).producer({ idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
 });
 
 afterAll(async () => {
-  for (const c of children) if (c.child.exitCode === null) await c.kill();
   await producer?.disconnect();
-  await chdb?.close();
-  rmSync(dir, { recursive: true, force: true });
+  await h?.close();
 });
-
-function storeFor(database: string): ClickHouseStore {
-  const cfg = parseConfig({ dataDir: dir, storage: { clickhouseUrl: chdb.url, database } });
-  return new ClickHouseStore(cfg.storage, cfg.dataDir, silentLogger(), new MetricsRegistry());
-}
 
 const T0 = Date.parse('2026-06-01T08:00:00Z');
 
@@ -138,12 +121,11 @@ describe('correlator processes on a real broker', () => {
     const run = runId();
     await createTopics(run);
     const database = `${run}_crash`;
-    const cfgFile = writeConfig(dir, `${run}-crash`, kafkaConfigInput(run, join(dir, run), { storage: { clickhouseUrl: chdb.url, database } }));
+    const cfgFile = writeConfig(h.dir, `${run}-crash`, kafkaConfigInput(run, join(h.dir, run), { storage: { clickhouseUrl: h.chdb.url, database } }));
     const items = scenario(run, 400, 48); // 20,000 events
     expect(items).toHaveLength(20_000);
-    const store = storeFor(database);
-    let a = await startService('correlator', cfgFile);
-    children.push(a);
+    const store = h.store(database);
+    let a = await h.start('correlator', cfgFile);
     await store.start();
     const first = items.slice(0, 12_000);
     await produce(run, first);
@@ -153,8 +135,7 @@ describe('correlator processes on a real broker', () => {
     const storedAtCrash = await store.countEvents();
     expect(storedAtCrash).toBeLessThan(20_000);
     await produce(run, items.slice(12_000));
-    a = await startService('correlator', cfgFile);
-    children.push(a);
+    a = await h.start('correlator', cfgFile);
     const n = await waitFor(() => store.countEvents(), (v) => v >= 20_000, 90_000);
     expect(n).toBe(20_000);
     expect(await a.stop()).toBe(0);
@@ -176,13 +157,12 @@ describe('correlator processes on a real broker', () => {
     const topics = topicsFor(run);
 
     // One instance.
-    const single = writeConfig(dir, `${run}-single`, kafkaConfigInput(run, join(dir, `${run}-1`), {
-      storage: { clickhouseUrl: chdb.url, database: `${run}_one` },
+    const single = writeConfig(h.dir, `${run}-single`, kafkaConfigInput(run, join(h.dir, `${run}-1`), {
+      storage: { clickhouseUrl: h.chdb.url, database: `${run}_one` },
       kafka: { groupPrefix: `${run}-one-`, topics: { ...topics, timeline: `${run}.timeline.one`, bindings: `${run}.bindings.one` } },
     }));
-    const one = await startService('correlator', single);
-    children.push(one);
-    const oneStore = storeFor(`${run}_one`);
+    const one = await h.start('correlator', single);
+    const oneStore = h.store(`${run}_one`);
     await oneStore.start();
     await waitFor(() => oneStore.countEvents(), (n) => n >= items.length, 90_000);
     expect(await one.stop()).toBe(0);
@@ -191,15 +171,14 @@ describe('correlator processes on a real broker', () => {
     // hold partitions (otherwise the first to join could finish the whole stream alone).
     const pairTopics = Object.fromEntries(Object.entries(topics).map(([id, name]) => [id, `${name}.pair`]));
     await createTopics(run, pairTopics);
-    const pair = writeConfig(dir, `${run}-pair`, kafkaConfigInput(run, join(dir, `${run}-2`), {
-      storage: { clickhouseUrl: chdb.url, database: `${run}_two` },
+    const pair = writeConfig(h.dir, `${run}-pair`, kafkaConfigInput(run, join(h.dir, `${run}-2`), {
+      storage: { clickhouseUrl: h.chdb.url, database: `${run}_two` },
       kafka: { groupPrefix: `${run}-two-`, topics: { ...pairTopics, timeline: `${run}.timeline.two`, bindings: `${run}.bindings.two` } },
     }));
-    const [p1, p2] = await Promise.all([startService('correlator', pair), startService('correlator', pair)]);
-    children.push(p1, p2);
+    const [p1, p2] = await Promise.all([h.start('correlator', pair), h.start('correlator', pair)]);
     await groupSettled(`${run}-two-runtrail-correlator`, 2);
     await produce(run, items, 500, pairTopics);
-    const twoStore = storeFor(`${run}_two`);
+    const twoStore = h.store(`${run}_two`);
     await twoStore.start();
     await waitFor(() => twoStore.countEvents(), (n) => n >= items.length, 90_000);
     const in1 = await metricTotal(p1.url, 'runtrail_events_in_total', 'stage="correlator"');

@@ -1,19 +1,12 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kafka, logLevel, type Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseConfig } from '../../shared/config.ts';
 import type { TimelineEvent } from '../../shared/event.ts';
-import { silentLogger } from '../../shared/logger.ts';
-import { MetricsRegistry } from '../../shared/metrics.ts';
 import { TOPIC } from '../../shared/names.ts';
 import { createDetectorEngine, parsePolicy } from '../../detectors/policy.ts';
 import { taskStart, toolCall } from '../../detectors/tool-chaining/fixtures.ts';
-import { startChdbHttpServer } from '../../services/storage/chdb-http-server.ts';
-import { ClickHouseStore } from '../../services/storage/store.ts';
 import { brokers, kafkaConfigInput, runId, topicsFor, waitFor } from './helpers.ts';
-import { startService, writeConfig, type ServiceProcess } from './processes.ts';
+import { openProcessHarness, writeConfig, type ProcessHarness } from './processes.ts';
 
 /**
  * The detector as a real process on a real broker, storing findings in one ClickHouse engine over
@@ -22,23 +15,18 @@ import { startService, writeConfig, type ServiceProcess } from './processes.ts';
  * before the crash and whose second half arrived after it.
  */
 
-let dir: string;
-let chdb: Awaited<ReturnType<typeof startChdbHttpServer>>;
+let h: ProcessHarness;
 let producer: Producer;
-const children: ServiceProcess[] = [];
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'runtrail-kdet-'));
-  chdb = await startChdbHttpServer({ path: join(dir, 'clickhouse') });
+  h = await openProcessHarness('runtrail-kdet-');
   producer = new Kafka({ clientId: 'det-test', brokers: brokers(), logLevel: logLevel.NOTHING }).producer({ idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
 });
 
 afterAll(async () => {
-  for (const c of children) if (c.child.exitCode === null) await c.kill();
   await producer?.disconnect();
-  await chdb?.close();
-  rmSync(dir, { recursive: true, force: true });
+  await h?.close();
 });
 
 const T0 = Date.parse('2026-08-01T10:00:00Z');
@@ -77,7 +65,7 @@ describe('detector process on a real broker', () => {
     const run = runId();
     const topics = topicsFor(run);
     const database = `${run}_det`;
-    const cfgFile = writeConfig(dir, `${run}-det`, kafkaConfigInput(run, join(dir, run), { storage: { clickhouseUrl: chdb.url, database, batchMaxDelayMs: 50 } }));
+    const cfgFile = writeConfig(h.dir, `${run}-det`, kafkaConfigInput(run, join(h.dir, run), { storage: { clickhouseUrl: h.chdb.url, database, batchMaxDelayMs: 50 } }));
     const all = tasks(run, 300);
 
     // The oracle: one engine, never interrupted, over the same events in the same per-task order.
@@ -87,12 +75,11 @@ describe('detector process on a real broker', () => {
     expect(expected.filter((f) => f.rule === 'injection-to-action')).toHaveLength(150);
 
     // What the correlator would have done: store the events and put them on the timeline topic.
-    const store = new ClickHouseStore(parseConfig({ dataDir: dir, storage: { clickhouseUrl: chdb.url, database } }).storage, dir, silentLogger(), new MetricsRegistry());
+    const store = h.store(database);
     await store.start();
     const firstHalf = [...all.flatMap((t) => t.first), ...all.slice(0, 100).map((t) => t.last)];
     await store.insertEvents(firstHalf);
-    let det = await startService('detector', cfgFile);
-    children.push(det);
+    let det = await h.start('detector', cfgFile);
     await produce(topics[TOPIC.timeline] as string, firstHalf);
     const count = async (): Promise<number> => Number((await store.querySql('SELECT count() AS n FROM findings FINAL'))[0]?.n);
     await waitFor(count, (n) => n >= 20, 60_000);
@@ -103,8 +90,7 @@ describe('detector process on a real broker', () => {
     const secondHalf = all.slice(100).map((t) => t.last);
     await store.insertEvents(secondHalf);
     await produce(topics[TOPIC.timeline] as string, secondHalf);
-    det = await startService('detector', cfgFile);
-    children.push(det);
+    det = await h.start('detector', cfgFile);
     const n = await waitFor(count, (v) => v >= expected.length, 90_000);
     expect(await det.stop()).toBe(0);
 

@@ -1,0 +1,36 @@
+import type { Bus } from '../../shared/bus/bus.ts';
+import type { Config } from '../../shared/config.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { MetricsRegistry } from '../../shared/metrics.ts';
+import { createRedactor, type RedactorOptions } from '../../shared/redaction.ts';
+import type { DetectorEngine } from '../../detectors/engine.ts';
+import { createDetectorEngine, type Policy } from '../../detectors/policy.ts';
+import type { Store } from '../storage/store.ts';
+import { DetectorStage } from './detector-stage.ts';
+
+/**
+ * The detector engine and stage as the config says, for the embedded pipeline and the distributed
+ * `detector` alike: engine limits (`engine.*`, task windows capped by `correlator.maxOpenTasks`),
+ * the redaction marker detectors match redacted values with, and the restart recovery window.
+ */
+export function detectorFromConfig(
+  cfg: Readonly<Config>,
+  policy: Policy,
+  deps: { bus: Bus; store: Store; log: Logger; metrics: MetricsRegistry },
+  /** The redaction the collector applies (see `redactionOptions`); unset = off. */
+  redaction: RedactorOptions | undefined,
+): { engine: DetectorEngine; stage: DetectorStage } {
+  const redactor = createRedactor(redaction);
+  const engine = createDetectorEngine(
+    policy,
+    { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) },
+    redactor ? (v) => redactor.marker(v) : undefined,
+  );
+  const stage = new DetectorStage({
+    ...deps,
+    engine,
+    recoveryWindowMs: cfg.engine.recoveryWindowMs,
+    recoveryEventsPerTask: cfg.engine.recoveryEventsPerTask,
+  });
+  return { engine, stage };
+}
