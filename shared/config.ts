@@ -73,6 +73,12 @@ export const CorrelatorConfigSchema = z.strictObject({
   maxJoinKeys: z.number().int().positive().default(1_000_000),
   /** Treat an STS role session name as the task id when no task tag is present. Default true. */
   sessionNameIsTask: z.boolean().default(true),
+  /**
+   * Consumed batches whose output may be on its way to storage and downstream at once, while the
+   * next batch is correlated. More hides more storage and broker round trips (each output waits
+   * for its insert, its publish and its commit); memory grows with it by one batch each. Default 8.
+   */
+  maxInFlight: z.number().int().min(1).max(64).default(8),
   /** Session-tag / metadata keys that carry the task id, in order of preference. */
   taskTagKeys: z.array(z.string().min(1)).default(['runtrail.task.id', 'runtrail_task_id', 'task_id', 'task-id']),
 });

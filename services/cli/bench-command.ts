@@ -23,6 +23,16 @@ function intIn(args: ParsedArgs, name: string, min: number, max: number, fallbac
   return v;
 }
 
+/** `--correlators 1,2`: instance counts of the Kafka drain phases. */
+function correlatorCounts(arg: string | undefined): number[] {
+  if (arg === undefined) return [1, 2];
+  const counts = arg.split(',').map((v) => Number(v.trim()));
+  if (counts.length === 0 || counts.some((n) => !Number.isInteger(n) || n < 1 || n > 16)) {
+    throw new UsageError(`--correlators: expected a comma-separated list of instance counts from 1 to 16, got "${arg}"`);
+  }
+  return counts;
+}
+
 /** `runtrail bench`: throughput, latency and memory of the embedded pipeline on generated traffic. */
 export const benchCommand: Command = {
   name: 'bench',
@@ -67,13 +77,18 @@ dataDir are ignored, so a benchmark never writes into real data). Logs at warn u
 The memory scenario (--tasks 100000) currently needs more than Node's default 4 GiB heap:
 run it with NODE_OPTIONS=--max-old-space-size=16384.
 
-Kafka mode (--kafka): parses and publishes the same traffic to fresh topics on the broker named
-by KAFKA_BROKERS (acks from all in-sync replicas) and measures events/s through ONE correlator
-instance to storage, and the end-to-end lag; --partitions N sets partitions per topic (default 6).
+Kafka mode (--kafka): correlators run as real \`runtrail correlator\` processes storing into one
+ClickHouse over HTTP (CLICKHOUSE_URL, or the embedded engine served by the bench). Live phase: the
+bench parses and publishes the traffic to fresh topics on the broker named by KAFKA_BROKERS (acks
+from all in-sync replicas) while one correlator consumes: publish rate, events/s and end-to-end
+lag. Drain phases: for each count in --correlators (default 1,2) a fresh consumer group of that
+many instances reads the filled topics into a fresh database: each count's events/s and the
+scaling. --partitions N sets partitions per topic (default 6).
 
 Examples:
   runtrail bench
   npm run kafka:start && KAFKA_BROKERS=127.0.0.1:19092 runtrail bench --kafka --events 200000
+  KAFKA_BROKERS=127.0.0.1:19092 runtrail bench --kafka --correlators 1,2 --partitions 12
   NODE_OPTIONS=--max-old-space-size=16384 runtrail bench --tasks 100000
   runtrail bench --mode replay --events 500000 --seed 7 | tail -n 1 | jq .events_per_s`,
   options: {
@@ -91,6 +106,7 @@ Examples:
     quiet: { type: 'boolean', short: 'q' },
     kafka: { type: 'boolean' },
     partitions: { type: 'string' },
+    correlators: { type: 'string' },
   },
   allowPositionals: false,
   async run(args, io) {
@@ -128,6 +144,7 @@ Examples:
         eventsPerTask,
         seed,
         partitions: intIn(args, 'partitions', 1, 1000, 6),
+        correlators: correlatorCounts(str(args, 'correlators')),
         onProgress: quiet ? undefined : (line) => io.err(`bench: ${line}\n`),
       });
       io.out(`${formatKafkaBenchTable(result)}\n`);

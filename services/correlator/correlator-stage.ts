@@ -9,6 +9,7 @@ import { GROUP, SOURCE_TOPIC, TOPIC, type TopicId } from '../../shared/names.ts'
 import type { Store } from '../storage/store.ts';
 import { Correlator, type CorrelatorConfig, type CorrelatorOutput } from './correlator.ts';
 import { OffsetTracker } from './offset-tracker.ts';
+import { RedeliveryGuard } from './redelivery-guard.ts';
 
 /** Dependencies of the correlator stage. */
 export interface CorrelatorStageDeps {
@@ -25,7 +26,7 @@ export interface CorrelatorStageDeps {
   onTasksClosed?: (taskIds: readonly string[]) => Promise<void>;
   /**
    * Batches whose output may be in storage or on its way downstream at once, while the next batch
-   * is correlated. Default 4; 1 handles one batch at a time.
+   * is correlated. Default `cfg.maxInFlight`; 1 handles one batch at a time.
    */
   maxInFlight?: number;
   /** First retry delay when storing or publishing a batch's output failed, ms; doubles up to 5 s. Default 200. */
@@ -63,6 +64,7 @@ const INGEST_TOPICS = [SOURCE_TOPIC.agent, SOURCE_TOPIC.workload, SOURCE_TOPIC.r
 export class CorrelatorStage {
   readonly correlator: Correlator;
   private readonly tracker = new OffsetTracker();
+  private readonly guard: RedeliveryGuard;
   private readonly mutex = new Mutex();
   private sub?: Subscription;
   private bindingsSub?: Subscription;
@@ -86,8 +88,9 @@ export class CorrelatorStage {
 
   constructor(private readonly deps: CorrelatorStageDeps) {
     this.correlator = new Correlator(deps.cfg);
+    this.guard = new RedeliveryGuard({ store: deps.store });
     this.log = deps.log.child({ component: 'correlator' });
-    this.maxInFlight = Math.max(1, deps.maxInFlight ?? 4);
+    this.maxInFlight = Math.max(1, deps.maxInFlight ?? deps.cfg.maxInFlight);
     this.retryLog = new RateLimitedLog(this.log, 'storing or publishing correlator output failed; retrying');
     const m = deps.metrics;
     m.gauge('runtrail_correlator_pending_events', 'Unresolved events waiting for a binding').collect(() => this.correlator.pendingCount);
@@ -100,6 +103,16 @@ export class CorrelatorStage {
         [{ structure: 'tasks' }, s.tasksEvicted],
         [{ structure: 'bindings' }, s.bindingsEvicted],
         [{ structure: 'join_keys' }, s.joinKeysEvicted],
+      ];
+    });
+    m.gauge('runtrail_correlator_released_pending', 'Pending events let go at a rebalance because their partition moved to another instance').collect(() => this.correlator.stats.pendingReleased);
+    m.gauge('runtrail_correlator_redelivery', 'Partitions taken over: batches looked up in storage, events found already stored, emitted events set back to their stored attribution, remembered attributions evicted').collect(() => {
+      const g = this.guard.stats;
+      return [
+        [{ what: 'batches_checked' }, g.batchesChecked],
+        [{ what: 'found_stored' }, g.foundStored],
+        [{ what: 'rewritten' }, g.rewritten],
+        [{ what: 'evicted' }, g.evicted],
       ];
     });
     m.gauge('runtrail_correlator_resolved_events', 'Events resolved so far, by attribution').collect(() =>
@@ -132,6 +145,9 @@ export class CorrelatorStage {
           await this.idle();
           await this.commit();
           for (const p of parts) this.tracker.forget(p.topic, p.partition);
+          this.guard.forget(parts);
+          const released = this.correlator.releasePartitions(parts);
+          if (released > 0) this.log.info({ released, partitions: parts.length }, 'pending events of revoked partitions released to their new owner');
         }),
     });
     const tickMs = this.deps.tickMs ?? 1000;
@@ -152,6 +168,10 @@ export class CorrelatorStage {
       batch.nextOffset,
     );
     if (batch.undecodable.length > 0) await this.deadLetter(batch.undecodable);
+    if (this.guard.isChecking(batch.topic, batch.partition)) {
+      // A partition this instance starts reading may redeliver events already stored (see RedeliveryGuard).
+      await this.retrying('look up redelivered events', () => this.guard.check(batch.topic, batch.partition, batch.messages.map((m) => m.value)));
+    }
     const out = this.correlator.ingest(
       batch.messages.map((m) => ({ event: m.value, position: { topic: m.topic, partition: m.partition, offset: m.offset } })),
       this.deps.wallClock === false ? 0 : Date.now(),
@@ -176,6 +196,7 @@ export class CorrelatorStage {
    */
   private async enqueue(out: CorrelatorOutput, commitEvenIfEmpty = false): Promise<void> {
     if (!commitEvenIfEmpty && out.events.length === 0 && out.bindings.length === 0 && out.done.length === 0 && out.closedTasks.length === 0) return;
+    this.guard.apply(out.events);
     const { store } = this.deps;
     const stored = Promise.all([
       out.events.length > 0 ? this.storeRows('store events', out.events, (rows) => store.insertEvents(rows), (e) => e.event_id) : undefined,

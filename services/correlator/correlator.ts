@@ -71,6 +71,8 @@ export interface CorrelatorStats {
   resolved: Record<Attribution, number>;
   pendingEvicted: number;
   pendingExpired: number;
+  /** Pending events let go because their partition moved to another instance (it handles them). */
+  pendingReleased: number;
   tasksClosed: number;
   tasksEvicted: number;
   bindingsEvicted: number;
@@ -107,6 +109,7 @@ export class Correlator {
     resolved: { direct: 0, trace: 0, credential: 0, request: 0, workload: 0, session: 0, unattributed: 0 },
     pendingEvicted: 0,
     pendingExpired: 0,
+    pendingReleased: 0,
     tasksClosed: 0,
     tasksEvicted: 0,
     bindingsEvicted: 0,
@@ -451,6 +454,28 @@ export class Correlator {
       this.expire(oldest, out, now, 'pending buffer full (correlator.maxPending)');
     }
     this.compactPending();
+  }
+
+  /**
+   * Lets go of the pending events read from partitions this instance no longer owns (after a
+   * rebalance). Their offsets were never committed, so the partition's new owner reads them again
+   * and resolves or expires them; kept here as well, they would expire here too and be stored a
+   * second time, possibly under another attribution. Returns how many were released.
+   */
+  releasePartitions(parts: ReadonlyArray<{ topic: string; partition: number }>): number {
+    if (parts.length === 0 || this.pendingLive === 0) return 0;
+    const lost = new Set(parts.map((p) => `${p.topic}/${p.partition}`));
+    let n = 0;
+    for (let i = this.pendingHead; i < this.pending.length; i++) {
+      const p = this.pending[i] as Pending;
+      if (p.done || !p.position || !lost.has(`${p.position.topic}/${p.position.partition}`)) continue;
+      p.done = true;
+      this.pendingLive--;
+      n++;
+    }
+    this.stats.pendingReleased += n;
+    this.compactPending();
+    return n;
   }
 
   /** Re-tries pending events that were waiting on `key`. */

@@ -368,6 +368,15 @@ SETTINGS ${DEDUP}`,
       ];
     },
   },
+  {
+    version: 3,
+    name: 'event-id-index',
+    // A correlator taking over a partition (restart, crash, rebalance) looks up which redelivered
+    // events are already stored, by event id alone (services/correlator/redelivery-guard.ts). The
+    // primary key starts with task_id, so without this index that lookup reads every part. Parts
+    // written before the index exist are still read whole; nothing else changes for them.
+    statements: ({ db }) => [`ALTER TABLE ${tableRef(db, TABLE.events)} ADD INDEX IF NOT EXISTS idx_event_id event_id TYPE bloom_filter(0.001) GRANULARITY 1`],
+  },
 ];
 
 /** Highest schema version this build knows. */

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { Incident, OutboxEntry, OutboxStatus } from '../../shared/alert.ts';
 import type { AlertDelivery, DeadLetter } from '../../shared/bus/bus.ts';
 import type { StorageConfig } from '../../shared/config.ts';
-import type { CredentialBinding, TimelineEvent } from '../../shared/event.ts';
+import { AttributionSchema, type CredentialBinding, type TimelineEvent } from '../../shared/event.ts';
 import { StorageError, errorMessage } from '../../shared/errors.ts';
 import type { Finding } from '../../shared/finding.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -69,6 +69,12 @@ export interface Store {
   deliveryRef(incidentId: string, channel: string): Promise<string>;
   /** Stored events by id within the given tasks, in event-time order. */
   eventsByIds(taskIds: readonly string[], eventIds: readonly string[]): Promise<TimelineEvent[]>;
+  /**
+   * How the given events were stored, if they were: task id, attribution, join key and reason per
+   * event id (one row per id). `fromTime`/`toTime` (epoch ms, inclusive) bound the events' times,
+   * so months that cannot hold them are not read.
+   */
+  storedAttributions(eventIds: readonly string[], fromTime: number, toTime: number): Promise<Map<string, StoredAttribution>>;
   /** Current state of the most recently changed bindings (latest version per credential), newest first. */
   loadBindings(limit: number): Promise<CredentialBinding[]>;
   /** Distinct stored events (a replayed event counts once). */
@@ -371,6 +377,27 @@ LIMIT 1`,
     return rows[0]?.ref ?? '';
   }
 
+  async storedAttributions(eventIds: readonly string[], fromTime: number, toTime: number): Promise<Map<string, StoredAttribution>> {
+    const out = new Map<string, StoredAttribution>();
+    const ids = [...new Set(eventIds)];
+    // Query parameters travel in the URL over HTTP; servers cap its length (Node's HTTP server at
+    // 16 KiB), so a large batch is looked up in slices.
+    for (let i = 0; i < ids.length; i += ATTRIBUTION_LOOKUP_IDS) {
+      // No FINAL: any stored copy of an event says how it was stored (copies share the key).
+      const rows = await this.select(
+        `SELECT event_id, task_id, attribution, join_key, unattributed_reason FROM ${this.t(TABLE.events)}
+WHERE event_id IN {ids:Array(String)}
+  AND event_time >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND event_time <= fromUnixTimestamp64Milli({to:Int64}, 'UTC')
+LIMIT 1 BY event_id`,
+        { ids: ids.slice(i, i + ATTRIBUTION_LOOKUP_IDS), from: Math.floor(fromTime), to: Math.ceil(toTime) },
+      );
+      for (const r of z.array(StoredAttributionRowSchema).parse(rows)) {
+        out.set(r.event_id, { task_id: r.task_id, attribution: r.attribution, join_key: r.join_key, unattributed_reason: r.unattributed_reason });
+      }
+    }
+    return out;
+  }
+
   async eventsByIds(taskIds: readonly string[], eventIds: readonly string[]): Promise<TimelineEvent[]> {
     if (eventIds.length === 0) return [];
     // The task filter lets the primary key (task_id, event_time, event_id) skip other tasks.
@@ -550,6 +577,20 @@ LIMIT {n:UInt64}`,
     }
   }
 }
+
+/** Event ids per attribution lookup: about 7 KiB of URL. */
+const ATTRIBUTION_LOOKUP_IDS = 200;
+
+const StoredAttributionRowSchema = z.object({
+  event_id: z.string(),
+  task_id: z.string(),
+  attribution: AttributionSchema,
+  join_key: z.string(),
+  unattributed_reason: z.string(),
+});
+
+/** How a stored event was attributed (see {@link Store.storedAttributions}). */
+export type StoredAttribution = Pick<TimelineEvent, 'task_id' | 'attribution' | 'join_key' | 'unattributed_reason'>;
 
 /** Decodes stored rows; a row that does not decode means schema and code disagree (not retriable). */
 function decodeAll<T>(rows: readonly unknown[], decode: (raw: unknown) => T, table: string): T[] {

@@ -192,6 +192,7 @@ export class KafkaBus implements Bus {
       const lost = assigned.filter((a) => !next.some((n) => n.topic === a.topic && n.partition === a.partition));
       assigned = next;
       log.info({ partitions: next.length, lost: lost.length }, 'partitions assigned');
+      if (!groupless) this.assignedGauge()?.set(next.length, { group: opts.groupId ?? '' });
       // kafkajs offers no pre-revoke hook; commits happen after every batch, so a lost partition's
       // uncommitted tail is simply redelivered to its new owner (idempotent writes absorb repeats).
       if (lost.length > 0 && opts.onRevoke) void opts.onRevoke(lost).catch((err: unknown) => log.error({ err }, 'onRevoke failed'));
@@ -242,12 +243,18 @@ export class KafkaBus implements Bus {
         stopped = true;
         if (opts.onRevoke && assigned.length > 0) await opts.onRevoke(assigned);
         await consumer.disconnect();
+        if (!groupless) bus.assignedGauge()?.set(0, { group: opts.groupId ?? '' });
         bus.consumers.delete(consumer);
         bus.subs.delete(sub);
       },
     };
     this.subs.add(sub);
     return sub;
+  }
+
+  /** Partitions this instance holds per consumer group (what a rebalance gave it). */
+  private assignedGauge() {
+    return this.opts.metrics?.gauge('runtrail_bus_assigned_partitions', 'Partitions assigned to this instance, by consumer group');
   }
 
   /** Admin access for tests and operational commands (lag, topic inspection). */

@@ -95,9 +95,16 @@ describe('detector process on a real broker', () => {
     expect(await det.stop()).toBe(0);
 
     expect(atCrash).toBeLessThan(expected.length);
+    // Compared as lists first so that a failure names the finding that differs.
+    const rows = await store.querySql('SELECT task_id, rule, id, time FROM findings FINAL ORDER BY task_id, rule', {}, { maxRows: 10_000 });
+    const keys = rows.map((r) => `${String(r.task_id)}|${String(r.rule)}`).sort();
+    if (keys.length !== expectedKeys.length) {
+      const seen = new Map<string, number>();
+      for (const k of keys) seen.set(k, (seen.get(k) ?? 0) + 1);
+      console.error(JSON.stringify(rows.filter((r) => seen.get(`${String(r.task_id)}|${String(r.rule)}`) !== 1)));
+    }
+    expect(keys).toEqual(expectedKeys);
     expect(n).toBe(expected.length);
-    const rows = await store.querySql('SELECT task_id, rule FROM findings FINAL ORDER BY task_id, rule', {}, { maxRows: 10_000 });
-    expect(rows.map((r) => `${String(r.task_id)}|${String(r.rule)}`).sort()).toEqual(expectedKeys);
     const dupes = await store.querySql('SELECT count() AS n FROM (SELECT id FROM findings FINAL GROUP BY id HAVING count() > 1)');
     expect(Number(dupes[0]?.n)).toBe(0);
     await store.shutdown();

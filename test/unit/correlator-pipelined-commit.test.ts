@@ -39,6 +39,11 @@ class GatedStore {
       });
     });
   }
+  /** Nothing was stored before the test: a taking-over correlator finds no earlier copies. */
+  async storedAttributions(ids: readonly string[]): Promise<Map<string, { task_id: string }>> {
+    expect(ids.filter((id) => this.stored.has(id))).toEqual([]);
+    return new Map();
+  }
   async insertBindings(): Promise<void> {}
   async insertDeadLetters(): Promise<void> {}
   async loadBindings(): Promise<[]> {

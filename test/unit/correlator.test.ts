@@ -121,6 +121,29 @@ describe('correlator', () => {
     expect(out.events.map((e) => e.unattributed_reason)).toEqual([expect.stringMatching(/pending buffer full/), expect.stringMatching(/pending buffer full/)]);
   });
 
+  it('lets go of the pending events of partitions moved to another instance, and only those', () => {
+    const c = correlator();
+    const pos = (partition: number, offset: number) => ({ topic: 'events.resource', partition, offset: String(offset) });
+    const moved = ev({ source: 'resource', type: 'resource.access', credential_id: 'AKIAMOVED' });
+    const kept = ev({ source: 'resource', type: 'resource.access', credential_id: 'AKIAKEPT' });
+    c.ingest([
+      { event: moved, position: pos(0, 1) },
+      { event: kept, position: pos(1, 1) },
+    ]);
+    expect(c.pendingCount).toBe(2);
+    expect(c.releasePartitions([{ topic: 'events.resource', partition: 0 }])).toBe(1);
+    expect(c.pendingCount).toBe(1);
+    expect(c.stats.pendingReleased).toBe(1);
+    // The released event is the new owner's now: it is neither woken by its credential here...
+    const issue = ev({ source: 'resource', type: 'credential.issued', credential: { id: 'AKIAMOVED', kind: 'aws-access-key', tags: { task_id: 'tm' } } });
+    expect(c.ingest([{ event: issue, position: pos(1, 2) }]).events.map((e) => e.event_id)).not.toContain(moved.event_id);
+    // ...nor expired and stored unattributed; the other partition's event still is.
+    const out = c.tick(0, true);
+    expect(out.events.map((e) => e.event_id)).toEqual([kept.event_id]);
+    expect(out.done.map((d) => d.partition)).toEqual([1]);
+    expect(c.releasePartitions([{ topic: 'events.resource', partition: 1 }])).toBe(0);
+  });
+
   it('closes tasks after end + linger and marks later events late', () => {
     const c = correlator({ taskLingerMs: 5_000 });
     c.ingest([{ event: ev({ source: 'agent', type: 'task.ended', task_id: 'tend', time: T0 }) }]);
