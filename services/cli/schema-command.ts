@@ -1,5 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { openApiDocument } from '../api/openapi.ts';
 import { jsonSchemas } from '../../shared/json-schema.ts';
 import { COMMON_HELP, str, type Command } from './command.ts';
 
@@ -10,7 +11,8 @@ export const schemaCommand: Command = {
   help: `Usage: runtrail schema [--out DIR]
 
 Prints the JSON Schema of Runtrail's canonical event (generated from the zod model), or writes
-every schema (canonical event, timeline event) into DIR.
+every schema (canonical event, timeline event) and the analyst API's OpenAPI document
+(openapi.json, the one GET /v1/openapi.json serves) into DIR.
 
 Options:
       --out DIR         write the schema files into DIR
@@ -18,12 +20,13 @@ ${COMMON_HELP}`,
   options: { out: { type: 'string' } },
   allowPositionals: false,
   async run(args, io) {
-    const schemas = jsonSchemas();
+    const schemas: Record<string, unknown> = { ...jsonSchemas() };
     const out = str(args, 'out');
     if (!out) {
       io.out(`${JSON.stringify(schemas['canonical-event.schema.json'], null, 2)}\n`);
       return 0;
     }
+    schemas['openapi.json'] = openApiDocument();
     mkdirSync(out, { recursive: true });
     for (const [name, schema] of Object.entries(schemas)) {
       writeFileSync(join(out, name), `${JSON.stringify(schema, null, 2)}\n`);
