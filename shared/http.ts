@@ -119,6 +119,9 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
       return 'other';
     }
   }
+  // Standard process metrics, so a scrape shows whether memory stays bounded under lag.
+  opts.metrics.gauge('process_resident_memory_bytes', 'Resident memory size in bytes.').collect(() => process.memoryUsage.rss());
+  opts.metrics.gauge('nodejs_heap_used_bytes', 'V8 heap in use, bytes.').collect(() => process.memoryUsage().heapUsed);
   let closing = false;
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';

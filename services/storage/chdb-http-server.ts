@@ -103,6 +103,11 @@ export interface ChdbHttpServerOptions {
   maxSessions?: number;
   /** How long {@link ChdbHttpServer.close} lets running requests finish before cutting their connections, in ms. Default 5000. */
   closeGraceMs?: number;
+  /**
+   * Holds every INSERT this long before running it, ms: a slow ClickHouse, for tests of what a
+   * falling-behind consumer does (lag grows, memory stays bounded). Default 0.
+   */
+  insertDelayMs?: number;
 }
 
 /** A running server. */
@@ -113,6 +118,8 @@ export interface ChdbHttpServer {
   readonly port: number;
   /** Stops accepting requests, lets running ones finish, and releases the engine. Idempotent. */
   close(): Promise<void>;
+  /** Changes {@link ChdbHttpServerOptions.insertDelayMs} for INSERTs that start from now on. */
+  setInsertDelayMs(ms: number): void;
 }
 
 const DEFAULTS = {
@@ -800,6 +807,7 @@ class ChdbHttpServerImpl {
   private readonly runningQueryIds = new Set<string>();
   private readonly inFlight = new Set<Promise<void>>();
   private stopping = false;
+  private insertDelayMs: number;
 
   constructor(
     private readonly path: string,
@@ -813,6 +821,7 @@ class ChdbHttpServerImpl {
     this.native = native;
     this.anchor = anchor;
     this.timezone = timezone;
+    this.insertDelayMs = opts.insertDelayMs;
     this.engineSlots = new Semaphore(opts.maxConcurrentQueries);
   }
 
@@ -929,6 +938,7 @@ class ChdbHttpServerImpl {
 
   private async insert(conn: unknown, r: QueryRequest, plan: Extract<Plan, { type: 'insert' }>, res: ServerResponse, startedNs: bigint): Promise<Outcome> {
     let written = { rows: 0, bytes: 0 };
+    if (this.insertDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.insertDelayMs));
     if (plan.data.length > 0) {
       if (r.params) {
         // The raw entry point binds no parameters: run the statement with its data as text.
@@ -1099,6 +1109,11 @@ class ChdbHttpServerImpl {
   }
 
   /** Waits for running requests (at most `graceMs` before cutting connections), then releases the engine. */
+  setInsertDelayMs(ms: number): void {
+    if (!Number.isInteger(ms) || ms < 0) throw new Error(`setInsertDelayMs: expected a non-negative integer, got ${ms}`);
+    this.insertDelayMs = ms;
+  }
+
   async close(server: ReturnType<typeof createServer>): Promise<void> {
     this.stopping = true;
     const closed = new Promise<void>((done) => server.close(() => done()));
@@ -1162,6 +1177,7 @@ export async function startChdbHttpServer(opts: ChdbHttpServerOptions): Promise<
     maxBufferedResultBytes: positiveInt(opts.maxBufferedResultBytes, DEFAULTS.maxBufferedResultBytes, 'maxBufferedResultBytes'),
     maxSessions: positiveInt(opts.maxSessions, DEFAULTS.maxSessions, 'maxSessions'),
     closeGraceMs: positiveInt(opts.closeGraceMs, DEFAULTS.closeGraceMs, 'closeGraceMs'),
+    insertDelayMs: opts.insertDelayMs === undefined || opts.insertDelayMs === 0 ? 0 : positiveInt(opts.insertDelayMs, 0, 'insertDelayMs'),
     auth: opts.auth,
   };
   const native = loadNative();
@@ -1208,6 +1224,7 @@ export async function startChdbHttpServer(opts: ChdbHttpServerOptions): Promise<
   return {
     url,
     port: address.port,
+    setInsertDelayMs: (ms: number) => impl.setInsertDelayMs(ms),
     close: () => {
       closing ??= impl.close(server).then(() => log.info({ url }, 'clickhouse http interface stopped'));
       return closing;
