@@ -24,6 +24,16 @@ export interface ServiceProcess {
   kill(): Promise<void>;
 }
 
+/**
+ * The parent's profiling and heap-size flags, which the children inherit (so `node --cpu-prof
+ * --cpu-prof-dir=DIR bin/runtrail.mjs bench --kafka` profiles the correlators too). Only these:
+ * other flags can change how a child behaves (`--import tsx` loads tsx's preflight, whose signal
+ * relay kills a child that got SIGTERM just after starting instead of letting it shut down).
+ */
+function inheritedNodeFlags(): string[] {
+  return process.execArgv.filter((f) => /^--(?:cpu-prof|heap-prof|max-old-space-size|max-semi-space-size)/.test(f));
+}
+
 /** Writes a JSON config file for a child process; returns its path. */
 export function writeConfig(dir: string, name: string, cfg: ConfigInput): string {
   const file = join(dir, `${name}.json`);
@@ -36,8 +46,7 @@ export function writeConfig(dir: string, name: string, cfg: ConfigInput): string
  * KAFKA_BROKERS is cleared so the config file alone names the broker.
  */
 export async function startService(service: string, configFile: string, env: Record<string, string> = {}): Promise<ServiceProcess> {
-  // The parent's Node flags carry over (e.g. `node --cpu-prof --cpu-prof-dir=DIR` profiles the benchmark's services too).
-  const child = spawn(process.execPath, [...process.execArgv, BIN, service, '--config', configFile], {
+  const child = spawn(process.execPath, [...inheritedNodeFlags(), BIN, service, '--config', configFile], {
     env: { ...process.env, ...env, KAFKA_BROKERS: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -63,12 +63,16 @@ Example:
       // The API only reads storage; every other service lives on Kafka.
       if (name !== 'api' && !isDistributed(cfg)) throw new UsageError(`runtrail ${name} runs in distributed mode and needs Kafka: set KAFKA_BROKERS (or kafka.brokers in the config file), or use \`runtrail start\` for the embedded mode`);
       const log = createRootLogger(str(args, 'log-level') ?? cfg.logLevel);
-      const svc = await startService(name, cfg, log);
-      io.err(`runtrail ${name} ready on ${svc.http.url}\n`);
-      await new Promise<void>((resolve) => {
+      // Listening before "ready" is announced: whoever reads that line may signal at once, and a
+      // signal with no listener yet would kill the process instead of shutting it down. A signal
+      // during start-up waits for the start to finish, then shuts down.
+      const stopRequested = new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());
         process.once('SIGTERM', () => resolve());
       });
+      const svc = await startService(name, cfg, log);
+      io.err(`runtrail ${name} ready on ${svc.http.url}\n`);
+      await stopRequested;
       await svc.shutdown();
       log.flush();
       return 0;

@@ -37,11 +37,9 @@ Example:
     const apiPort = int(args, 'api-port');
     const cfg = configFromArgs(args, { ...(Object.keys(collector).length ? { collector } : {}), ...(apiPort !== undefined ? { api: { port: apiPort } } : {}) });
     const log = createRootLogger(cfg.logLevel);
-    const server = await startEmbedded(cfg, log);
-    const { http } = server;
-    log.info({ url: http.url, dataDir: cfg.dataDir }, 'runtrail embedded pipeline listening');
-    io.err(`runtrail listening on ${http.url}, analyst API and page on ${server.api.url}/ui (data in ${cfg.dataDir}); Ctrl-C to stop\n`);
-    await new Promise<void>((resolve) => {
+    // Listening before the start is announced (see service-commands.ts): a supervisor may signal
+    // as soon as it reads the line, and a signal with no listener would kill the process.
+    const stopRequested = new Promise<void>((resolve) => {
       const stop = (signal: string) => {
         log.info({ signal }, 'shutting down');
         resolve();
@@ -49,6 +47,11 @@ Example:
       process.once('SIGINT', () => stop('SIGINT'));
       process.once('SIGTERM', () => stop('SIGTERM'));
     });
+    const server = await startEmbedded(cfg, log);
+    const { http } = server;
+    log.info({ url: http.url, dataDir: cfg.dataDir }, 'runtrail embedded pipeline listening');
+    io.err(`runtrail listening on ${http.url}, analyst API and page on ${server.api.url}/ui (data in ${cfg.dataDir}); Ctrl-C to stop\n`);
+    await stopRequested;
     await server.shutdown();
     log.info('stopped');
     log.flush();
