@@ -27,8 +27,8 @@ export interface ServiceProcess {
 /**
  * The parent's profiling and heap-size flags, which the children inherit (so `node --cpu-prof
  * --cpu-prof-dir=DIR bin/runtrail.mjs bench --kafka` profiles the correlators too). Only these:
- * other flags can change how a child behaves (`--import tsx` loads tsx's preflight, whose signal
- * relay kills a child that got SIGTERM just after starting instead of letting it shut down).
+ * other flags can change how a child behaves (a parent run with `--import tsx`, as tests are,
+ * would load tsx's preflight into a child that registers tsx itself).
  */
 function inheritedNodeFlags(): string[] {
   return process.execArgv.filter((f) => /^--(?:cpu-prof|heap-prof|max-old-space-size|max-semi-space-size)/.test(f));

@@ -383,7 +383,7 @@ LIMIT 1`,
     // Query parameters travel in the URL over HTTP; servers cap its length (Node's HTTP server at
     // 16 KiB), so a large batch is looked up in slices.
     for (let i = 0; i < ids.length; i += ATTRIBUTION_LOOKUP_IDS) {
-      // No FINAL: any stored copy of an event says how it was stored (copies share the key).
+      // No FINAL: every stored copy of an event says how it was stored (copies share the key).
       const rows = await this.select(
         `SELECT event_id, task_id, attribution, join_key, unattributed_reason FROM ${this.t(TABLE.events)}
 WHERE event_id IN {ids:Array(String)}

@@ -5,7 +5,7 @@ import { parseConfig } from '../../shared/config.ts';
 import { startService, type ServiceProcess } from '../../services/bench/service-process.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { MetricsRegistry } from '../../shared/metrics.ts';
-import { startChdbHttpServer, type ChdbHttpServer } from '../../services/storage/chdb-http-server.ts';
+import { startChdbHttpServer, type ChdbHttpServer, type ChdbHttpServerOptions } from '../../services/storage/chdb-http-server.ts';
 import { ClickHouseStore } from '../../services/storage/store.ts';
 
 /** Helpers to run Runtrail services as real child processes in Kafka tests. */
@@ -27,10 +27,10 @@ export interface ProcessHarness {
   close(): Promise<void>;
 }
 
-/** Opens a {@link ProcessHarness}; `prefix` names its temporary directory. */
-export async function openProcessHarness(prefix: string): Promise<ProcessHarness> {
+/** Opens a {@link ProcessHarness}; `prefix` names its temporary directory, `engine` tunes the shared engine (e.g. a slow one). */
+export async function openProcessHarness(prefix: string, engine: Omit<ChdbHttpServerOptions, 'path'> = {}): Promise<ProcessHarness> {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  const chdb = await startChdbHttpServer({ path: join(dir, 'clickhouse') });
+  const chdb = await startChdbHttpServer({ ...engine, path: join(dir, 'clickhouse') });
   const children: ServiceProcess[] = [];
   return {
     dir,

@@ -1,18 +1,11 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
-import { parseConfig } from '../../shared/config.ts';
 import { CanonicalEventSchema } from '../../shared/event.ts';
 import { eventId } from '../../shared/ids.ts';
-import { silentLogger } from '../../shared/logger.ts';
-import { MetricsRegistry } from '../../shared/metrics.ts';
 import { SOURCE_TOPIC } from '../../shared/names.ts';
-import { startChdbHttpServer } from '../../services/storage/chdb-http-server.ts';
-import { ClickHouseStore } from '../../services/storage/store.ts';
 import { brokers, kafkaConfigInput, runId, topicsFor, waitFor } from './helpers.ts';
-import { metricTotal, startService, writeConfig } from './processes.ts';
+import { metricTotal, openProcessHarness, writeConfig } from './processes.ts';
 
 /**
  * A consumer that falls behind: the correlator process writes to a ClickHouse that holds every
@@ -28,19 +21,18 @@ const HEAP_BOUND = 192 * 1024 * 1024;
 
 describe('slow consumer on a real broker', () => {
   it('lets lag grow while memory stays bounded, then stores every event once', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'runtrail-slow-'));
-    const chdb = await startChdbHttpServer({ path: join(dir, 'clickhouse'), insertDelayMs: 4_000 });
+    const h = await openProcessHarness('runtrail-slow-', { insertDelayMs: 4_000 });
     const run = runId();
     const database = `${run}_slow`;
-    const cfg = kafkaConfigInput(run, join(dir, 'data'), {
+    const cfg = kafkaConfigInput(run, join(h.dir, 'data'), {
       // The writer's buffer is the configured bound on what waits for storage in memory.
-      storage: { clickhouseUrl: chdb.url, database, batchMaxRows: 2_000, maxPendingRows: 5_000 },
+      storage: { clickhouseUrl: h.chdb.url, database, batchMaxRows: 2_000, maxPendingRows: 5_000 },
       correlator: { maxInFlight: 2 },
     });
-    const proc = await startService('correlator', writeConfig(dir, run, cfg));
+    const proc = await h.start('correlator', writeConfig(h.dir, run, cfg));
     const producer = new Kafka({ clientId: 'slow-test', brokers: brokers(), logLevel: logLevel.NOTHING }).producer({ idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();
-    const store = new ClickHouseStore(parseConfig({ dataDir: dir, storage: { clickhouseUrl: chdb.url, database } }).storage, dir, silentLogger(), new MetricsRegistry());
+    const store = h.store(database);
     let maxLag = 0;
     let maxHeap = 0;
     let sampling = true;
@@ -88,7 +80,7 @@ describe('slow consumer on a real broker', () => {
       // Storage is fast again: the backlog drains, and every event is stored once.
       sampling = false;
       await sampler;
-      chdb.setInsertDelayMs(0);
+      h.chdb.setInsertDelayMs(0);
       await store.start();
       const stored = await waitFor(() => store.countEvents(), (n) => n >= EVENTS, 180_000);
       expect(stored).toBe(EVENTS);
@@ -100,9 +92,7 @@ describe('slow consumer on a real broker', () => {
       await sampler.catch(() => undefined);
       await producer.disconnect();
       await store.shutdown().catch(() => undefined);
-      if (proc.child.exitCode === null && proc.child.signalCode === null) await proc.kill();
-      await chdb.close();
-      rmSync(dir, { recursive: true, force: true });
+      await h.close();
     }
   }, 300_000);
 });
