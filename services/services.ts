@@ -101,7 +101,8 @@ export async function startCollectorService(cfg: Readonly<Config>, log: Logger):
 function exportLag(metrics: MetricsRegistry, stage: string, lag: () => Promise<number>): NodeJS.Timeout {
   let last = 0;
   metrics.gauge('runtrail_consumer_lag_messages', 'Messages not yet consumed, by stage').collect(() => [[{ stage }, last]]);
-  const timer = setInterval(() => void lag().then((n) => (last = n)), 5000);
+  // A failed query (broker unreachable) keeps the last figure rather than rejecting unhandled.
+  const timer = setInterval(() => void lag().then((n) => (last = n), () => undefined), 5000);
   timer.unref();
   return timer;
 }

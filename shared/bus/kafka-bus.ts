@@ -219,10 +219,14 @@ export class KafkaBus implements Bus {
         if (batch.messages.length === 0) return;
         const last = batch.lastOffset();
         const nextOffset = String(BigInt(last) + 1n);
+        // Lag counts this batch until it is handled: a consumer stuck in a batch (storage slow or
+        // down) must show its lag growing, not the figure from before it got stuck.
+        const key = `${batch.topic}:${batch.partition}`;
+        progress.set(key, [Number(batch.firstOffset()), Number(batch.highWatermark)]);
         await opts.onBatch({ topic: id, partition: batch.partition, messages, undecodable, nextOffset });
         // Advance the fetch position (not the committed offset: stages commit explicitly).
         resolveOffset(last);
-        progress.set(`${batch.topic}:${batch.partition}`, [Number(nextOffset), Number(batch.highWatermark)]);
+        progress.set(key, [Number(nextOffset), Number(batch.highWatermark)]);
         await heartbeat();
       },
     });
@@ -234,8 +238,30 @@ export class KafkaBus implements Bus {
         await consumer.commitOffsets(offsets.map((o) => ({ topic: bus.topicName(o.topic), partition: o.partition, offset: o.offset })));
       },
       async lag() {
+        // Against the partitions' current end offsets: the high watermarks seen in fetched
+        // batches stop moving when the consumer is stuck, and a stuck consumer is when lag matters.
+        // Where nothing was read yet, the position is the group's committed offset (or the log start).
+        const admin = bus.admin;
+        if (!admin || groupless) {
+          let n = 0;
+          for (const [pos, hw] of progress.values()) n += Math.max(0, hw - pos);
+          return n;
+        }
         let n = 0;
-        for (const [pos, hw] of progress.values()) n += Math.max(0, hw - pos);
+        for (const topic of new Set(assigned.map((a) => a.topic))) {
+          const name = bus.topicName(topic);
+          const parts = new Set(assigned.filter((a) => a.topic === topic).map((a) => a.partition));
+          const ends = await admin.fetchTopicOffsets(name);
+          const committed = await admin.fetchOffsets({ groupId, topics: [name] });
+          const committedAt = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+          for (const e of ends) {
+            if (!parts.has(e.partition)) continue;
+            const seen = progress.get(`${name}:${e.partition}`)?.[0];
+            const start = committedAt.get(e.partition) ?? -1;
+            const pos = seen ?? (start >= 0 ? start : Number(e.low));
+            n += Math.max(0, Number(e.high) - pos);
+          }
+        }
         return n;
       },
       async shutdown() {
