@@ -16,6 +16,8 @@ import { finding, pause, startAlerter, startReceiver, waitFor, type Receiver, ty
 const SECRET = 'test-secret-0123456789abcdef';
 const FAST = { backoffInitialMs: 30, backoffMultiplier: 2, jitter: 0, backoffMaxMs: 2000, requestTimeoutMs: 1000, maxAttempts: 5, breakerThreshold: 100, breakerOpenMs: 100, shutdownGraceMs: 500 };
 const INCIDENTS = { updateIntervalMs: 0 };
+/** Budget for each wait: generous because CI shares two cores with other test files. */
+const WAIT_MS = 20_000;
 
 let dir: string;
 let db = 0;
@@ -63,7 +65,7 @@ describe('channels send the right requests', () => {
       incidents: INCIDENTS,
     });
     await a.publish([finding()]);
-    await waitFor(() => hook.requests.length === 1, 5000, 'webhook request');
+    await waitFor(() => hook.requests.length === 1, WAIT_MS, 'webhook request');
     const [req] = hook.requests;
     expect(req?.path).toBe('/hook');
     expect(req?.headers['x-api-key']).toBe('k-123');
@@ -89,10 +91,10 @@ describe('channels send the right requests', () => {
       incidents: { ...INCIDENTS, resolveAfterMs: 200 },
     });
     await a.publish([finding({ severity: 'critical' })]);
-    await waitFor(() => pd.requests.length === 2, 5000, 'trigger and resolve');
+    await waitFor(() => pd.requests.length === 2, WAIT_MS, 'trigger and resolve');
     const [trigger, resolve] = pd.requests.map((r) => JSON.parse(r.body) as Record<string, unknown>);
     // The resolve is stored in the outbox before the incident row; the delivery can come first.
-    await waitFor(async () => (await a.store.listIncidents())[0]?.status === 'resolved', 5000, 'the resolved incident row');
+    await waitFor(async () => (await a.store.listIncidents())[0]?.status === 'resolved', WAIT_MS, 'the resolved incident row');
     const [inc] = await a.store.listIncidents();
     expect(trigger).toMatchObject({
       routing_key: 'R0UT1NGKEY',
@@ -117,11 +119,11 @@ describe('channels send the right requests', () => {
       incidents: INCIDENTS,
     });
     await a.publish([finding({ severity: 'medium' }, 1)]);
-    await waitFor(() => slack.accepted().length === 1, 5000, 'postMessage');
+    await waitFor(() => slack.accepted().length === 1, WAIT_MS, 'postMessage');
     await a.publish([finding({ severity: 'medium' }, 2)]);
-    await waitFor(() => slack.accepted().length === 2, 5000, 'chat.update');
+    await waitFor(() => slack.accepted().length === 2, WAIT_MS, 'chat.update');
     await a.publish([finding({ severity: 'critical' }, 3)]);
-    await waitFor(() => slack.accepted().length === 4, 5000, 'update and thread reply');
+    await waitFor(() => slack.accepted().length === 4, WAIT_MS, 'update and thread reply');
     const calls = slack.requests.map((r) => ({ path: r.path, auth: r.headers.authorization, body: JSON.parse(r.body) as Record<string, unknown> }));
     expect(calls.map((c) => c.path)).toEqual(['/api/chat.postMessage', '/api/chat.update', '/api/chat.update', '/api/chat.postMessage']);
     expect(calls.every((c) => c.auth === 'Bearer xoxb-test')).toBe(true);
@@ -142,7 +144,7 @@ describe('channels send the right requests', () => {
     const slack = await receiver(() => ({ status: 200, body: 'ok' }));
     const a = await alerter({ channels: [{ type: 'slack', webhookUrl: `${slack.url}/services/T/B/X` }], delivery: FAST, incidents: INCIDENTS });
     await a.publish([finding()]);
-    await waitFor(() => slack.requests.length === 1, 5000, 'webhook post');
+    await waitFor(() => slack.requests.length === 1, WAIT_MS, 'webhook post');
     const body = JSON.parse(slack.requests[0]?.body ?? '{}') as { text: string; blocks: Array<{ type: string }> };
     expect(body.text).toBe('New incident: [high] Credential used from another workload (task task-1)');
     expect(body.blocks.map((b) => b.type)).toEqual(['header', 'section', 'section', 'context', 'actions']);
@@ -167,7 +169,7 @@ describe('incidents', () => {
     await waitFor(async () => {
       const last = hook.requests.at(-1);
       return last !== undefined && message(last.body).incident.finding_count === 100;
-    }, 5000, 'an update carrying all 100 findings');
+    }, WAIT_MS, 'an update carrying all 100 findings');
     await pause(250);
     expect(pd.requests).toHaveLength(1);
     expect(JSON.parse(pd.requests[0]?.body ?? '{}')).toMatchObject({ event_action: 'trigger' });
@@ -197,7 +199,7 @@ describe('incidents', () => {
     await pause(150);
     expect(pd.requests).toHaveLength(1);
     await a.publish([finding({ severity: 'critical' }, 3)]);
-    await waitFor(() => pd.requests.length === 2, 5000, 'escalation');
+    await waitFor(() => pd.requests.length === 2, WAIT_MS, 'escalation');
     const bodies = pd.requests.map((r) => JSON.parse(r.body) as { event_action: string; dedup_key: string; payload: { severity: string } });
     expect(bodies.map((b) => [b.event_action, b.payload.severity])).toEqual([
       ['trigger', 'warning'],
@@ -213,7 +215,7 @@ describe('incidents', () => {
     await a.publish([finding({}, 1), finding({}, 2)]);
     // A finding of another agent is not covered and is delivered: shows the alerter is live.
     await a.publish([finding({ agent_id: 'ops-agent', task_id: 'task-2' }, 3)]);
-    await waitFor(() => hook.requests.length === 1, 5000, 'the unsuppressed incident');
+    await waitFor(() => hook.requests.length === 1, WAIT_MS, 'the unsuppressed incident');
     await pause(200);
     expect(hook.requests).toHaveLength(1);
     expect(message(hook.requests[0]?.body ?? '').task_id).toBe('task-2');
@@ -228,7 +230,7 @@ describe('incidents', () => {
     const policy = { suppressions: [{ detector: '*', expires: '2020-01-01T00:00:00Z', reason: 'old' }] };
     const a = await alerter({ channels: [{ type: 'webhook', url: hook.url }], delivery: FAST, incidents: INCIDENTS }, policy);
     await a.publish([finding()]);
-    await waitFor(() => hook.requests.length === 1, 5000, 'delivery');
+    await waitFor(() => hook.requests.length === 1, WAIT_MS, 'delivery');
   });
 });
 
@@ -237,7 +239,7 @@ describe('delivery', () => {
     const hook = await receiver((_r, n) => ({ status: n < 2 ? 500 : 200 }));
     const a = await alerter({ channels: [{ type: 'webhook', url: hook.url }], delivery: { ...FAST, backoffInitialMs: 60 }, incidents: INCIDENTS });
     await a.publish([finding()]);
-    await waitFor(() => hook.accepted().length === 1, 5000, 'delivery after two 500s');
+    await waitFor(() => hook.accepted().length === 1, WAIT_MS, 'delivery after two 500s');
     await pause(200);
     expect(hook.requests).toHaveLength(3);
     const [r0, r1, r2] = hook.requests.map((r) => r.at);
@@ -254,7 +256,7 @@ describe('delivery', () => {
     const hook = await receiver((_r, n) => (n === 0 ? { status: 429, headers: { 'retry-after': '1' } } : { status: 200 }));
     const a = await alerter({ channels: [{ type: 'webhook', url: hook.url }], delivery: FAST, incidents: INCIDENTS });
     await a.publish([finding()]);
-    await waitFor(() => hook.accepted().length === 1, 5000, 'delivery after 429');
+    await waitFor(() => hook.accepted().length === 1, WAIT_MS, 'delivery after 429');
     expect(hook.requests).toHaveLength(2);
     // The backoff alone would be 30 ms; Retry-After asked for 1 s.
     expect((hook.requests[1]?.at ?? 0) - (hook.requests[0]?.at ?? 0)).toBeGreaterThanOrEqual(950);
@@ -264,7 +266,7 @@ describe('delivery', () => {
     const hook = await receiver((_r, n) => (n === 0 ? 'hang' : { status: 200 }));
     const a = await alerter({ channels: [{ type: 'webhook', url: hook.url }], delivery: { ...FAST, requestTimeoutMs: 150 }, incidents: INCIDENTS });
     await a.publish([finding()]);
-    await waitFor(() => hook.accepted().length === 1, 5000, 'delivery after a timeout');
+    await waitFor(() => hook.accepted().length === 1, WAIT_MS, 'delivery after a timeout');
     expect(hook.requests).toHaveLength(2);
     expect((hook.requests[1]?.at ?? 0) - (hook.requests[0]?.at ?? 0)).toBeGreaterThanOrEqual(150);
   });
@@ -275,14 +277,14 @@ describe('delivery', () => {
     const alerting = { channels: [{ type: 'webhook' as const, url: hook.url, secret: SECRET }], delivery: { ...FAST, backoffInitialMs: 400 }, incidents: INCIDENTS };
     const first = await alerter(alerting, undefined, database);
     await first.publish([finding()]);
-    await waitFor(() => hook.requests.length === 1, 5000, 'first attempt');
+    await waitFor(() => hook.requests.length === 1, WAIT_MS, 'first attempt');
     await first.stop();
     expect(hook.requests).toHaveLength(1);
     const second = await alerter(alerting, undefined, database);
     const [pending] = await second.store.listOutbox();
     expect(pending).toMatchObject({ status: 'pending', attempts: 1 });
     expect(pending?.last_error).toMatch(/HTTP 500/);
-    await waitFor(() => hook.accepted().length === 1, 5000, 'resumed delivery');
+    await waitFor(() => hook.accepted().length === 1, WAIT_MS, 'resumed delivery');
     await pause(600);
     expect(hook.requests).toHaveLength(2);
     expect(hook.requests[0]?.headers['x-runtrail-delivery']).toBe(hook.requests[1]?.headers['x-runtrail-delivery']);
@@ -300,13 +302,13 @@ describe('delivery', () => {
       incidents: INCIDENTS,
     });
     await a.publish([finding({ task_id: 't-a' }), finding({ task_id: 't-b' }), finding({ task_id: 't-c' })]);
-    await waitFor(() => hook.requests.length === 3, 5000, 'three failures');
+    await waitFor(() => hook.requests.length === 3, WAIT_MS, 'three failures');
     const gauge = () => a.metrics.render().match(/runtrail_alert_breaker_state\{channel="webhook"\} (\d)/)?.[1];
     // The receiver records the third request before the alerter has read its 500.
-    await waitFor(() => gauge() === '1', 5000, 'the breaker to open');
+    await waitFor(() => gauge() === '1', WAIT_MS, 'the breaker to open');
     await pause(400);
     expect(hook.requests).toHaveLength(3); // open: nothing sent although retries are due
-    await waitFor(() => hook.requests.length === 4, 5000, 'the half-open trial');
+    await waitFor(() => hook.requests.length === 4, WAIT_MS, 'the half-open trial');
     expect((hook.requests[3]?.at ?? 0) - (hook.requests[2]?.at ?? 0)).toBeGreaterThanOrEqual(990);
     await pause(300);
     expect(hook.requests).toHaveLength(4); // the trial failed: open again
@@ -321,7 +323,7 @@ describe('delivery', () => {
       incidents: INCIDENTS,
     });
     await a.publish(Array.from({ length: 6 }, (_, i) => finding({ task_id: `t-${i}` })));
-    await waitFor(() => hook.requests.length === 6, 5000, 'all six deliveries');
+    await waitFor(() => hook.requests.length === 6, WAIT_MS, 'all six deliveries');
     const at = hook.requests.map((r) => r.at);
     // Two at once (burst), then one per 100 ms: the last starts at least 400 ms after the first
     // (300 leaves room for a slow first request on a busy machine; no limit would take ~10 ms).
@@ -335,11 +337,11 @@ describe('delivery', () => {
     const database = `alerting_${++db}`;
     const a = await alerter({ channels: [{ type: 'webhook', name: 'soc-hook', url: hook.url }], delivery: { ...FAST, maxAttempts: 3, backoffInitialMs: 10 }, incidents: INCIDENTS }, undefined, database);
     await a.publish([finding()]);
-    await waitFor(async () => (await a.store.listOutbox({ status: 'dead' })).length === 1, 5000, 'dead letter');
+    await waitFor(async () => (await a.store.listOutbox({ status: 'dead' })).length === 1, WAIT_MS, 'dead letter');
     expect(hook.requests).toHaveLength(3);
     expect(a.metrics.counter('runtrail_alert_dead_letters_total', '').get({ channel: 'soc-hook' })).toBe(1);
     const deadLetters = () => a.store.querySql("SELECT stage, code, reason FROM dead_letters WHERE stage = 'alerter'");
-    await waitFor(async () => (await deadLetters()).length > 0, 5000, 'the dead_letters row');
+    await waitFor(async () => (await deadLetters()).length > 0, WAIT_MS, 'the dead_letters row');
     expect(await deadLetters()).toEqual([{ stage: 'alerter', code: 'delivery_failed', reason: expect.stringContaining('HTTP 503: maintenance (after 3 attempts)') }]);
 
     const cfgFile = join(dir, `cli-${database}.json`);
@@ -360,7 +362,7 @@ describe('delivery', () => {
     const hook = await receiver(() => ({ status: 400, body: 'bad payload' }));
     const a = await alerter({ channels: [{ type: 'webhook', url: hook.url }], delivery: FAST, incidents: INCIDENTS });
     await a.publish([finding()]);
-    await waitFor(async () => (await a.store.listOutbox({ status: 'dead' })).length === 1, 5000, 'dead letter');
+    await waitFor(async () => (await a.store.listOutbox({ status: 'dead' })).length === 1, WAIT_MS, 'dead letter');
     await pause(100);
     expect(hook.requests).toHaveLength(1);
     expect((await a.store.listOutbox())[0]?.last_error).toMatch(/delivery_rejected: HTTP 400: bad payload/);
@@ -382,7 +384,7 @@ describe('delivery', () => {
       incidents: INCIDENTS,
     });
     await a.publish([finding()]);
-    await waitFor(async () => (await a.store.listOutbox({ status: 'delivered' })).length === 1 && (await a.store.listOutbox({ status: 'dead' })).length === 1, 5000, 'one delivered, one dead');
+    await waitFor(async () => (await a.store.listOutbox({ status: 'delivered' })).length === 1 && (await a.store.listOutbox({ status: 'dead' })).length === 1, WAIT_MS, 'one delivered, one dead');
     const [dead] = await a.store.listOutbox({ status: 'dead' });
     expect(dead).toMatchObject({ channel: 'gone', attempts: 1 });
     expect(dead?.last_error).toContain('channel_not_found');
