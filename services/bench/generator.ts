@@ -1018,6 +1018,18 @@ class TaskHeap {
  * Memory is about the size of the bodies plus the records of the tasks in flight.
  */
 export function generateTraffic(opts: TrafficOptions): GeneratedTraffic {
+  const bodies: GeneratedBody[] = [];
+  const stats = streamTraffic(opts, (b) => void bodies.push(b));
+  return { bodies, stats };
+}
+
+/**
+ * Generates the data set body by body, in arrival order, handing each to `sink` as soon as no
+ * later body can arrive before it; returns the totals. The same bodies in the same order as
+ * {@link generateTraffic}, without holding them: memory is the records of the tasks in flight and
+ * the shippers' open batches, so a million open tasks can be generated into a file.
+ */
+export function streamTraffic(opts: TrafficOptions, sink: (body: GeneratedBody) => void): TrafficStats {
   if (!Number.isInteger(opts.openTasks) || opts.openTasks < 1) throw new RangeError('openTasks must be a positive integer');
   if (!Number.isInteger(opts.eventsPerTask) || opts.eventsPerTask < MIN_EVENTS_PER_TASK) throw new RangeError(`eventsPerTask must be an integer >= ${MIN_EVENTS_PER_TASK}`);
   if (!Number.isInteger(opts.totalEvents) || opts.totalEvents < 1) throw new RangeError('totalEvents must be a positive integer');
@@ -1027,7 +1039,17 @@ export function generateTraffic(opts: TrafficOptions): GeneratedTraffic {
   if (!(attackRatio >= 0 && attackRatio <= 1)) throw new RangeError('attackRatio must be within 0..1');
 
   const rng = new Rng(opts.seed);
-  const bodies: GeneratedBody[] = [];
+  // Cut bodies not yet handed out, in the order they were cut. Shippers cut a body at its batch's
+  // deadline, found at most one due check (100 ms of event time) late, so every body cut later is
+  // sent at or after the previous due check: bodies sent before it are final in arrival order.
+  let cut: GeneratedBody[] = [];
+  const release = (before: number): void => {
+    // Stable sort: bodies sent at the same time keep the order they were cut in, as a whole-set sort keeps it.
+    cut.sort((a, b) => a.sentAt - b.sentAt);
+    let n = 0;
+    while (n < cut.length && (cut[n] as GeneratedBody).sentAt < before) sink(cut[n++] as GeneratedBody);
+    cut = n === 0 ? cut : cut.slice(n);
+  };
   const stats: TrafficStats = {
     bodies: 0,
     bytes: 0,
@@ -1044,7 +1066,7 @@ export function generateTraffic(opts: TrafficOptions): GeneratedTraffic {
   };
   const push = (format: IngestFormat, text: string, events: number, records: number, sentAt: number): void => {
     const body = Buffer.from(text);
-    bodies.push({ format, contentType: 'application/json', body, events, records, sentAt });
+    cut.push({ format, contentType: 'application/json', body, events, records, sentAt });
     stats.bodies++;
     stats.bytes += body.length;
     stats.records += records;
@@ -1127,10 +1149,12 @@ export function generateTraffic(opts: TrafficOptions): GeneratedTraffic {
     now = Math.max(now, e.at);
     if (now - lastDueCheck >= 100) {
       // Shippers send on a timer; checking every 100 ms of event time is precise enough.
+      const previousCheck = lastDueCheck;
       lastDueCheck = now;
       for (const p of pods) p.exporter.due(now);
       cloudtrail.due(now);
       vault.due(now);
+      release(previousCheck);
     }
     stats.events += e.events;
     if (e.noise) stats.noiseEvents += e.events;
@@ -1154,9 +1178,9 @@ export function generateTraffic(opts: TrafficOptions): GeneratedTraffic {
   cloudtrail.flush(now + CLOUDTRAIL_DELAY_MS);
   vault.flush(now + VAULT_DELAY_MS);
   // Flushes at the end can be out of order by a few seconds of event time; arrival order it is.
-  bodies.sort((a, b) => a.sentAt - b.sentAt);
+  release(Infinity);
   stats.spanMs = Math.round(now - opts.startTime);
-  return { bodies, stats };
+  return stats;
 }
 
 const EMPTY_EMISSION: Emission = { at: 0, stream: 'cloudtrail', events: 0, records: 0, noise: false, make: () => '' };

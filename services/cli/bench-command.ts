@@ -17,6 +17,9 @@ const DEFAULTS = {
   seed: 1,
 } as const;
 
+/** Events above which the bench spools its bodies to disk even without --spool. */
+const SPOOL_ABOVE_EVENTS = 5_000_000;
+
 function intIn(args: ParsedArgs, name: string, min: number, max: number, fallback: number): number {
   const v = int(args, name) ?? fallback;
   if (v < min || v > max) throw new UsageError(`--${name}: expected an integer from ${min.toLocaleString('en-US')} to ${max.toLocaleString('en-US')}, got ${v}`);
@@ -64,6 +67,10 @@ Options:
       --mode MODE           live: fsync'd write-ahead log and wall-clock grace, as \`runtrail start\`
                             (default); replay: no log, event time only, as \`runtrail replay\`
       --keep                keep the temporary data directory (path printed at the end)
+      --spool               generate the bodies into a file in the data directory and read them
+                            back during the timed part, instead of holding them in memory (for
+                            loads whose bodies exceed RAM, e.g. --tasks 1000000; on by itself
+                            above 5,000,000 events)
       --cpu-prof FILE       write a V8 CPU profile of the timed part to FILE; summarise it with
                             node --import tsx services/bench/cpuprofile-summary.ts FILE
   -q, --quiet               no progress lines
@@ -75,7 +82,8 @@ dataDir are ignored, so a benchmark never writes into real data). Logs at warn u
 --log-level says otherwise.
 
 The memory scenario (--tasks 100000) currently needs more than Node's default 4 GiB heap:
-run it with NODE_OPTIONS=--max-old-space-size=16384.
+run it with NODE_OPTIONS=--max-old-space-size=16384. A million open tasks (--tasks 1000000
+--events-per-task 5, about 5.3 M events) spools its bodies (about 5 GB) to disk.
 
 Kafka mode (--kafka): correlators run as real \`runtrail correlator\` processes storing into one
 ClickHouse over HTTP (CLICKHOUSE_URL, or the embedded engine served by the bench). Live phase: the
@@ -90,6 +98,7 @@ Examples:
   npm run kafka:start && KAFKA_BROKERS=127.0.0.1:19092 runtrail bench --kafka --events 200000
   KAFKA_BROKERS=127.0.0.1:19092 runtrail bench --kafka --correlators 1,2 --partitions 12
   NODE_OPTIONS=--max-old-space-size=16384 runtrail bench --tasks 100000
+  NODE_OPTIONS=--max-old-space-size=16384 runtrail bench --tasks 1000000 --events-per-task 5 --spool
   runtrail bench --mode replay --events 500000 --seed 7 | tail -n 1 | jq .events_per_s`,
   options: {
     events: { type: 'string' },
@@ -102,6 +111,7 @@ Examples:
     attacks: { type: 'string' },
     mode: { type: 'string' },
     keep: { type: 'boolean' },
+    spool: { type: 'boolean' },
     'cpu-prof': { type: 'string' },
     quiet: { type: 'boolean', short: 'q' },
     kafka: { type: 'boolean' },
@@ -169,6 +179,8 @@ Examples:
         // Only an explicit --data: a data directory from the config or environment may hold real data.
         dataDir: str(args, 'data'),
         keep: args.values.keep === true,
+        // Above this the bodies would take most of the machine's memory (about 1.2 KB per event).
+        spool: args.values.spool === true || events > SPOOL_ABOVE_EVENTS,
         cpuProfile: str(args, 'cpu-prof'),
         onPhase: quiet ? undefined : (m) => io.err(`bench: ${m}\n`),
         onProgress: quiet
