@@ -62,6 +62,12 @@ export interface DetectorInstance {
   onEvent(event: TimelineEvent, task: TaskView): Finding[];
   /** Called when a task closes (rules whose verdict depends on absence within a window). */
   onTaskClosed?(task: TaskView): Finding[];
+  /**
+   * What the instance's bounded state has evicted so far, keyed by the policy setting that bounds
+   * it (e.g. `limits.max_tasks`), so an operator knows which limit to raise. A pattern whose
+   * earlier half was evicted is not found, so a growing count means missed findings.
+   */
+  stateEvictions?(): Readonly<Record<string, number>>;
 }
 
 /** A detector definition. `C` is its config after defaults. */

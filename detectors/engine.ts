@@ -125,9 +125,14 @@ export class DetectorEngine {
   private held = 0;
   readonly stats: EngineStats = { truncatedEvents: 0, evictedTasks: 0, evictedEvents: 0, duplicateEvents: 0 };
 
+  /**
+   * @param ids Detector id of each instance, in the same order (for {@link stateEvictions});
+   *   default `detector-<index>`.
+   */
   constructor(
     private readonly instances: readonly DetectorInstance[],
     private readonly opts: EngineOptions,
+    private readonly ids: readonly string[] = instances.map((_, i) => `detector-${i}`),
   ) {
     if (opts.maxEventsPerTask < 1) throw new RangeError('maxEventsPerTask must be at least 1');
     this.maxEvents = Math.max(1, opts.maxEvents ?? opts.maxTasks * opts.maxEventsPerTask);
@@ -149,6 +154,19 @@ export class DetectorEngine {
   /** Records findings as already emitted (stored by an earlier run), so rebuilding state does not emit them again. */
   markEmitted(ids: readonly string[]): void {
     for (const id of ids) this.emitted.set(id, true);
+  }
+
+  /**
+   * Evictions from the detectors' own bounded state so far, one entry per detector and limit
+   * (zeros included), in registry order.
+   */
+  stateEvictions(): Array<{ detector: string; limit: string; evicted: number }> {
+    const out: Array<{ detector: string; limit: string; evicted: number }> = [];
+    this.instances.forEach((inst, i) => {
+      const ev = inst.stateEvictions?.() ?? {};
+      for (const limit of Object.keys(ev)) out.push({ detector: this.ids[i] ?? `detector-${i}`, limit, evicted: ev[limit] ?? 0 });
+    });
+    return out;
   }
 
   /** Events held across all task windows. */

@@ -166,5 +166,5 @@ export function createDetectorEngine(policy: Policy, opts: EngineOptions, secret
   const catalog = new ToolCatalog(policy.catalog);
   const ctx = { catalog, ...(secretMarker ? { secretMarker } : {}) };
   const instances: DetectorInstance[] = DETECTORS.map((d) => (d as Detector<unknown>).create(configResolver(policy, d as Detector<unknown>), ctx));
-  return new DetectorEngine(instances, opts);
+  return new DetectorEngine(instances, opts, DETECTORS.map((d) => d.meta.id));
 }

@@ -137,6 +137,10 @@ export class BlastRadiusInstance implements DetectorInstance {
     return { scopesEvicted: this.scopes.evicted, itemsEvicted: this.itemsEvicted };
   }
 
+  stateEvictions(): Readonly<Record<string, number>> {
+    return { max_scopes: this.scopes.evicted, max_items_per_scope: this.itemsEvicted };
+  }
+
   /** Scopes scored at the moment. */
   get scopeCount(): number {
     return this.scopes.size;

@@ -141,6 +141,11 @@ export class CredentialLifecycleInstance implements DetectorInstance {
     this.delegatedFrom = new BoundedMap(base.max_tasks);
   }
 
+  stateEvictions(): Readonly<Record<string, number>> {
+    // Revoked prefixes are bounded by a constant, not a policy setting; counted with credentials.
+    return { max_credentials: this.creds.evicted + this.revokedPrefixes.evicted, max_tasks: this.tasks.evicted + this.delegatedFrom.evicted };
+  }
+
   /** Eviction counts of the detector's bounded state. */
   get stats(): CredentialLifecycleStats {
     return {

@@ -215,6 +215,11 @@ export class LateralMovementInstance implements DetectorInstance {
     this.taskCredentials = new BoundedMap(base.max_credentials);
   }
 
+  stateEvictions(): Readonly<Record<string, number>> {
+    const s = this.stats;
+    return { max_credentials: s.credentialsEvicted + s.runtimesEvicted, max_identities: s.identitiesEvicted, max_delegations: s.delegationsEvicted };
+  }
+
   /** Eviction counts of the detector's bounded state. */
   get stats(): LateralMovementStats {
     return {

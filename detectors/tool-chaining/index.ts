@@ -114,6 +114,10 @@ class ToolChainingInstance implements DetectorInstance {
     return this.build(out);
   }
 
+  stateEvictions(): Readonly<Record<string, number>> {
+    return { 'limits.max_tasks': this.tasks.evicted, 'baseline.max_agents': this.baselines.evictedAgents };
+  }
+
   onTaskClosed(task: TaskView): Finding[] {
     const state = this.tasks.peek(task.taskId);
     if (!state) return [];

@@ -203,6 +203,11 @@ export interface BenchResult {
     late_events: number;
     /** Detector engine: recent-event windows it held at idle, and what it dropped to stay in budget. */
     engine: { tasks_at_idle: number; events_at_idle: number; tasks_evicted: number; events_evicted: number; events_truncated: number };
+    /**
+     * Evicted from the detectors' own bounded state, by `detectors.<id>.<limit>` (non-zero only).
+     * Non-empty means the policy's limits are smaller than the load, and findings may be missed.
+     */
+    detector_state_evicted: Record<string, number>;
   };
   memory: {
     /** After the pipeline started (before generation), after a full GC. */
@@ -623,6 +628,12 @@ async function measure(
         events_evicted: pipeline.engine.stats.evictedEvents,
         events_truncated: pipeline.engine.stats.truncatedEvents,
       },
+      detector_state_evicted: Object.fromEntries(
+        pipeline.engine
+          .stateEvictions()
+          .filter((e) => e.evicted > 0)
+          .map((e) => [`detectors.${e.detector}.${e.limit}`, e.evicted]),
+      ),
     },
     memory: {
       baseline_rss_mb: round(base.rss / MB, 1),
@@ -789,6 +800,12 @@ export function formatBenchTable(r: BenchResult): string {
       'detector engine',
       `${n(r.pipeline.engine.events_at_idle)} events of ${n(r.pipeline.engine.tasks_at_idle)} tasks held at idle; ` +
         `windows evicted ${n(r.pipeline.engine.tasks_evicted)} (${n(r.pipeline.engine.events_evicted)} events), events truncated ${n(r.pipeline.engine.events_truncated)}`,
+    ],
+    [
+      'detector state',
+      Object.keys(r.pipeline.detector_state_evicted).length === 0
+        ? 'nothing evicted (the policy limits held the load)'
+        : `evicted ${Object.entries(r.pipeline.detector_state_evicted).map(([k, v]) => `${k} ${n(v)}`).join(', ')}: patterns spanning evicted state are missed; raise these limits in the policy`,
     ],
     ['generation', `${r.timing.generate_s.toFixed(1)} s (not timed)`],
   ];

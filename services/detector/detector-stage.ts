@@ -64,6 +64,9 @@ export class DetectorStage {
   private inFlight = 0;
   private roomWaiters: Array<() => void> = [];
   private readonly retryLog: RateLimitedLog;
+  private readonly evictionLog: RateLimitedLog;
+  /** Detector state evictions already reported by {@link noteEvictions}. */
+  private evictionsSeen = 0;
   private readonly batchSizes: Histogram;
   private readonly findingLatency: Histogram;
   private readonly startedAt = Date.now();
@@ -82,6 +85,10 @@ export class DetectorStage {
       [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     );
     this.retryLog = new RateLimitedLog(this.log, 'storing or publishing findings failed; retrying');
+    this.evictionLog = new RateLimitedLog(this.log, 'detector state full: patterns whose earlier events were evicted are missed; raise these limits in the policy', 60_000);
+    deps.metrics
+      .gauge('runtrail_detector_state_evictions', "Evicted so far from the detectors' own bounded state, by detector and the policy limit that bounds it")
+      .collect(() => deps.engine.stateEvictions().map((e) => [{ detector: e.detector, limit: e.limit }, e.evicted]));
     deps.metrics.gauge('runtrail_detector_tasks', 'Task timelines held by the detector engine').collect(() => deps.engine.taskCount);
     deps.metrics.gauge('runtrail_detector_events_held', 'Events held across the detector engine\'s task windows').collect(() => deps.engine.eventCount);
     deps.metrics.gauge('runtrail_detector_evictions', 'Dropped so far by the detector engine to stay within its bounds, by kind').collect(() => {
@@ -118,6 +125,7 @@ export class DetectorStage {
     const recovered = await this.recover(events);
     const found = engine.process(events);
     this.observeLatency(found, events);
+    this.noteEvictions();
     const emitted = this.emit([...recovered, ...found]);
     const prev = this.tail;
     this.inFlight++;
@@ -135,6 +143,23 @@ export class DetectorStage {
       }
     })();
     while (this.inFlight >= this.maxInFlight) await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
+  }
+
+  /**
+   * Warns (at most once a minute) while the detectors' own state evicts: each eviction may be a
+   * missed finding, and only a policy limit can fix it, so the warning names the limits.
+   */
+  private noteEvictions(): void {
+    let total = 0;
+    const limits: Record<string, number> = {};
+    for (const e of this.deps.engine.stateEvictions()) {
+      total += e.evicted;
+      if (e.evicted > 0) limits[`detectors.${e.detector}.${e.limit}`] = e.evicted;
+    }
+    if (total > this.evictionsSeen) {
+      this.evictionLog.hit({ evicted: limits }, total - this.evictionsSeen);
+      this.evictionsSeen = total;
+    }
   }
 
   /**

@@ -154,6 +154,9 @@ describe('embedded server over HTTP', () => {
     expect(metrics).toMatch(/^runtrail_consumer_batch_messages_count\{stage="correlator"\} [1-9]/m);
     expect(metrics).toMatch(/^runtrail_consumer_batch_messages_count\{stage="detector"\} [1-9]/m);
     expect(metrics).toMatch(/^runtrail_detector_evictions\{kind="task_windows"\} \d+$/m);
+    // The detectors' own state, per limit: nothing evicted with one task under the default policy.
+    expect(metrics).toMatch(/^runtrail_detector_state_evictions\{detector="tool-chaining",limit="limits.max_tasks"\} 0$/m);
+    expect(metrics).toMatch(/^runtrail_detector_state_evictions\{detector="blast-radius",limit="max_scopes"\} 0$/m);
     expect(metrics).toMatch(/^runtrail_arrival_to_finding_seconds_count\{detector="tool-chaining"\} [1-9]/m);
   });
 });
