@@ -18,11 +18,20 @@
 /** Recent accesses remembered across a generation change, per map at most. */
 export const ACCESS_RING = 4096;
 
+/**
+ * Stands in for a generation that has no entries yet. An empty Map costs ~190 B of heap, and
+ * detectors keep several bounded maps per task (blast radius five per scope), most of which never
+ * fill and never rotate: at a million open tasks the eager Maps alone were over a kilobyte per task.
+ * Never written to: `old` is only read and deleted from (a no-op when empty) until a rotation
+ * replaces it, and `set` swaps in a real Map before the first write to `young`.
+ */
+const NO_ENTRIES: Map<never, never> = new Map<never, never>();
+
 export class BoundedMap<K, V> {
   /** Entries set or promoted since the last generation change, oldest first. */
-  private young = new Map<K, V>();
+  private young: Map<K, V> = NO_ENTRIES;
   /** The previous generation, oldest first; evicted from the front. */
-  private old = new Map<K, V>();
+  private old: Map<K, V> = NO_ENTRIES;
   /**
    * One iterator over `old` for all evictions: a fresh `entries().next()` would walk past every
    * entry already deleted from the front (V8 keeps them as holes until the table is rebuilt),
@@ -75,7 +84,8 @@ export class BoundedMap<K, V> {
 
   /** Inserts or replaces; the entry becomes the most recently used. */
   set(key: K, value: V): void {
-    if (!this.young.delete(key)) this.old.delete(key);
+    if (this.young === NO_ENTRIES) this.young = new Map();
+    else if (!this.young.delete(key)) this.old.delete(key);
     this.young.set(key, value);
     this.noteAccess(key);
     while (this.size > this.maxSize) this.evictOne();

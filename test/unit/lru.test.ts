@@ -16,6 +16,23 @@ describe('BoundedMap', () => {
     ]);
   });
 
+  it('maps that start empty share nothing: every operation on a fresh map, then writes to one, leave the others empty', () => {
+    const maps = Array.from({ length: 3 }, () => new BoundedMap<string, number>(2));
+    const [a, b, c] = maps as [BoundedMap<string, number>, BoundedMap<string, number>, BoundedMap<string, number>];
+    // Reads, deletes, touches and iteration on a map that was never written to.
+    expect([a.get('x'), a.peek('x'), a.has('x'), a.delete('x'), a.touch('x'), a.evictOldest(), [...a.entries()], [...a.values()], a.size]).toEqual([
+      undefined, undefined, false, false, false, undefined, [], [], 0,
+    ]);
+    a.set('x', 1);
+    a.set('y', 2);
+    a.set('z', 3); // evicts x: a has rotated its generations
+    b.set('w', 4);
+    expect([...a.entries()]).toEqual([['y', 2], ['z', 3]]);
+    expect([...b.entries()]).toEqual([['w', 4]]);
+    expect([c.size, c.has('x'), c.has('w'), [...c.entries()]]).toEqual([0, false, false, []]);
+    expect(new BoundedMap<string, number>(2).size).toBe(0);
+  });
+
   it('evicts in insertion order when nothing is read', () => {
     const m = new BoundedMap<number, number>(100);
     for (let i = 0; i < 1000; i++) m.set(i, i);
