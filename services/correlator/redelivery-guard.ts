@@ -1,4 +1,5 @@
 import type { CanonicalEvent, TimelineEvent } from '../../shared/event.ts';
+import { BoundedMap } from '../../shared/lru.ts';
 import type { StoredAttribution, Store } from '../storage/store.ts';
 
 /**
@@ -42,21 +43,25 @@ export interface RedeliveryGuardStats {
 
 /** See the module comment. */
 export class RedeliveryGuard {
-  readonly stats: RedeliveryGuardStats = { batchesChecked: 0, foundStored: 0, rewritten: 0, evicted: 0 };
+  private readonly counts = { batchesChecked: 0, foundStored: 0, rewritten: 0 };
   private readonly store: Pick<Store, 'storedAttributions'>;
-  private readonly maxRemembered: number;
   private readonly cleanBatches: number;
   /** Partitions being checked -> consecutive clean batches so far. */
   private readonly checking = new Map<string, number>();
   /** Partitions past their check. */
   private readonly trusted = new Set<string>();
-  /** event id -> how it was stored; insertion order is age. */
-  private readonly remembered = new Map<string, StoredAttribution>();
+  /** event id -> how it was stored, until the event is emitted again (oldest dropped beyond the bound). */
+  private readonly remembered: BoundedMap<string, StoredAttribution>;
 
   constructor(opts: RedeliveryGuardOptions) {
     this.store = opts.store;
-    this.maxRemembered = opts.maxRemembered ?? 200_000;
+    this.remembered = new BoundedMap(opts.maxRemembered ?? 200_000);
     this.cleanBatches = opts.cleanBatches ?? 2;
+  }
+
+  /** Counters exposed as metrics. */
+  get stats(): RedeliveryGuardStats {
+    return { ...this.counts, evicted: this.remembered.evicted };
   }
 
   /** Whether a batch of this partition would be looked up. */
@@ -82,8 +87,8 @@ export class RedeliveryGuard {
       from,
       to,
     );
-    this.stats.batchesChecked++;
-    this.stats.foundStored += found.size;
+    this.counts.batchesChecked++;
+    this.counts.foundStored += found.size;
     if (found.size === 0) {
       const clean = (this.checking.get(key) ?? 0) + 1;
       if (clean >= this.cleanBatches) {
@@ -95,22 +100,14 @@ export class RedeliveryGuard {
       return;
     }
     this.checking.set(key, 0);
-    for (const [id, a] of found) {
-      this.remembered.delete(id);
-      this.remembered.set(id, a);
-    }
-    while (this.remembered.size > this.maxRemembered) {
-      const oldest = this.remembered.keys().next().value as string;
-      this.remembered.delete(oldest);
-      this.stats.evicted++;
-    }
+    for (const [id, a] of found) this.remembered.set(id, a);
   }
 
   /** Sets emitted events that were found stored back to their stored attribution (in place). */
   apply(events: TimelineEvent[]): void {
     if (this.remembered.size === 0) return;
     for (const e of events) {
-      const a = this.remembered.get(e.event_id);
+      const a = this.remembered.peek(e.event_id);
       if (!a) continue;
       this.remembered.delete(e.event_id);
       if (a.task_id === e.task_id && a.attribution === e.attribution) continue;
@@ -118,7 +115,7 @@ export class RedeliveryGuard {
       e.attribution = a.attribution;
       e.join_key = a.join_key;
       e.unattributed_reason = a.unattributed_reason;
-      this.stats.rewritten++;
+      this.counts.rewritten++;
     }
   }
 

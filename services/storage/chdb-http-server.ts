@@ -1108,12 +1108,12 @@ class ChdbHttpServerImpl {
     s.timer.unref();
   }
 
-  /** Waits for running requests (at most `graceMs` before cutting connections), then releases the engine. */
   setInsertDelayMs(ms: number): void {
     if (!Number.isInteger(ms) || ms < 0) throw new Error(`setInsertDelayMs: expected a non-negative integer, got ${ms}`);
     this.insertDelayMs = ms;
   }
 
+  /** Waits for running requests (at most `graceMs` before cutting connections), then releases the engine. */
   async close(server: ReturnType<typeof createServer>): Promise<void> {
     this.stopping = true;
     const closed = new Promise<void>((done) => server.close(() => done()));

@@ -248,12 +248,14 @@ export class KafkaBus implements Bus {
           return n;
         }
         let n = 0;
-        for (const topic of new Set(assigned.map((a) => a.topic))) {
-          const name = bus.topicName(topic);
-          const parts = new Set(assigned.filter((a) => a.topic === topic).map((a) => a.partition));
+        const names = [...new Set(assigned.map((a) => bus.topicName(a.topic)))];
+        if (names.length === 0) return 0;
+        // One request for the group's committed offsets on every topic; end offsets are per topic.
+        const committed = await admin.fetchOffsets({ groupId, topics: names });
+        for (const name of names) {
+          const parts = new Set(assigned.filter((a) => bus.topicName(a.topic) === name).map((a) => a.partition));
           const ends = await admin.fetchTopicOffsets(name);
-          const committed = await admin.fetchOffsets({ groupId, topics: [name] });
-          const committedAt = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+          const committedAt = new Map((committed.find((c) => c.topic === name)?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
           for (const e of ends) {
             if (!parts.has(e.partition)) continue;
             const seen = progress.get(`${name}:${e.partition}`)?.[0];

@@ -1,6 +1,3 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalBus } from '../../shared/bus/local-bus.ts';
 import { parseConfig } from '../../shared/config.ts';
@@ -11,6 +8,7 @@ import { MetricsRegistry } from '../../shared/metrics.ts';
 import { SOURCE_TOPIC } from '../../shared/names.ts';
 import { CorrelatorStage } from '../../services/correlator/correlator-stage.ts';
 import { ClickHouseStore } from '../../services/storage/store.ts';
+import { openTempStore, type TempStore } from './temp-store.ts';
 
 /**
  * A correlator that takes over a partition reads again what its previous owner read but did not
@@ -19,19 +17,16 @@ import { ClickHouseStore } from '../../services/storage/store.ts';
  * check finds the stored copy and keeps its attribution: one row per event. Real chDB store.
  */
 
-let dir: string;
+let temp: TempStore<ClickHouseStore> | undefined;
 let store: ClickHouseStore;
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'runtrail-redeliver-'));
-  const cfg = parseConfig({ dataDir: dir, storage: { batchMaxDelayMs: 10 } });
-  store = new ClickHouseStore(cfg.storage, cfg.dataDir, silentLogger(), new MetricsRegistry());
-  await store.start();
+  temp = await openTempStore('runtrail-redeliver-');
+  store = temp.store;
 }, 60_000);
 
 afterAll(async () => {
-  await store?.shutdown();
-  rmSync(dir, { recursive: true, force: true });
+  await temp?.close();
 });
 
 const T0 = Date.parse('2026-10-11T10:00:00Z');

@@ -1,6 +1,3 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalBus } from '../../shared/bus/local-bus.ts';
 import { parseConfig } from '../../shared/config.ts';
@@ -12,6 +9,7 @@ import { MetricsRegistry } from '../../shared/metrics.ts';
 import { GROUP, SOURCE_TOPIC } from '../../shared/names.ts';
 import { CorrelatorStage } from '../../services/correlator/correlator-stage.ts';
 import { ClickHouseStore } from '../../services/storage/store.ts';
+import { openTempStore, type TempStore } from './temp-store.ts';
 
 /**
  * Rows the store refuses for what they hold must not wedge the pipeline: the correlator isolates
@@ -39,19 +37,16 @@ class RefusingStore extends ClickHouseStore {
   }
 }
 
-let dir: string;
+let temp: TempStore<RefusingStore> | undefined;
 let store: RefusingStore;
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'runtrail-refused-'));
-  const cfg = parseConfig({ dataDir: dir, storage: { batchMaxDelayMs: 10 } });
-  store = new RefusingStore(cfg.storage, cfg.dataDir, silentLogger(), new MetricsRegistry());
-  await store.start();
+  temp = await openTempStore('runtrail-refused-', RefusingStore);
+  store = temp.store;
 }, 60_000);
 
 afterAll(async () => {
-  await store?.shutdown();
-  rmSync(dir, { recursive: true, force: true });
+  await temp?.close();
 });
 
 const T0 = Date.parse('2026-10-10T10:00:00Z');

@@ -1,9 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LocalBus } from '../../shared/bus/local-bus.ts';
-import { parseConfig } from '../../shared/config.ts';
 import type { Finding } from '../../shared/finding.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { MetricsRegistry } from '../../shared/metrics.ts';
@@ -12,6 +8,7 @@ import { createDetectorEngine, parsePolicy } from '../../detectors/policy.ts';
 import { taskStart, toolCall } from '../../detectors/tool-chaining/fixtures.ts';
 import { DetectorStage } from '../../services/detector/detector-stage.ts';
 import { ClickHouseStore } from '../../services/storage/store.ts';
+import { openTempStore, type TempStore } from './temp-store.ts';
 
 /**
  * A detector that starts (after a crash, or taking over a partition) while tasks are running
@@ -19,16 +16,14 @@ import { ClickHouseStore } from '../../services/storage/store.ts';
  * found, and a finding stored before the restart is not emitted again. Real chDB store.
  */
 
-let dir: string;
+let temp: TempStore<ClickHouseStore> | undefined;
 let store: ClickHouseStore;
 const stages: DetectorStage[] = [];
 const buses: LocalBus[] = [];
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'runtrail-recovery-'));
-  const cfg = parseConfig({ dataDir: dir, storage: { batchMaxDelayMs: 10 } });
-  store = new ClickHouseStore(cfg.storage, cfg.dataDir, silentLogger(), new MetricsRegistry());
-  await store.start();
+  temp = await openTempStore('runtrail-recovery-');
+  store = temp.store;
 }, 60_000);
 
 afterEach(async () => {
@@ -37,8 +32,7 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  await store?.shutdown();
-  rmSync(dir, { recursive: true, force: true });
+  await temp?.close();
 });
 
 const T = Date.parse('2026-07-01T09:00:00Z');

@@ -1,9 +1,9 @@
 import { join } from 'node:path';
-import { Kafka, logLevel, type Producer } from 'kafkajs';
+import type { Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TOPIC } from '../../shared/names.ts';
 import { finding, startReceiver, type Receiver } from '../integration/alerting-harness.ts';
-import { brokers, kafkaConfigInput, runId, topicsFor, waitFor } from './helpers.ts';
+import { connectedProducer, kafkaConfigInput, runId, topicsFor, waitFor } from './helpers.ts';
 import { openProcessHarness, writeConfig, type ProcessHarness } from './processes.ts';
 
 /**
@@ -20,8 +20,7 @@ let hook: Receiver;
 
 beforeAll(async () => {
   h = await openProcessHarness('runtrail-kalert-');
-  producer = new Kafka({ clientId: 'alert-test', brokers: brokers(), logLevel: logLevel.NOTHING }).producer({ idempotent: true, maxInFlightRequests: 1 });
-  await producer.connect();
+  producer = await connectedProducer('alert-test');
   hook = await startReceiver();
 });
 

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CanonicalEventSchema, type CanonicalEvent } from '../../shared/event.ts';
 import { eventId } from '../../shared/ids.ts';
 import { SOURCE_TOPIC } from '../../shared/names.ts';
-import { brokers, kafkaConfigInput, runId, topicsFor, waitFor } from './helpers.ts';
+import { brokers, connectedProducer, kafkaConfigInput, runId, topicsFor, waitFor } from './helpers.ts';
 import { metricTotal, openProcessHarness, writeConfig, type ProcessHarness } from './processes.ts';
 
 /**
@@ -18,8 +18,7 @@ let producer: Producer;
 
 beforeAll(async () => {
   h = await openProcessHarness('runtrail-kproc-');
-  producer = new Kafka({ clientId: 'proc-test', brokers: brokers(), logLevel: logLevel.NOTHING }).producer({ idempotent: true, maxInFlightRequests: 1 });
-  await producer.connect();
+  producer = await connectedProducer('proc-test');
 });
 
 afterAll(async () => {

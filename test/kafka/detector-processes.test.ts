@@ -1,12 +1,12 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Kafka, logLevel, type Producer } from 'kafkajs';
+import type { Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TimelineEvent } from '../../shared/event.ts';
 import { TOPIC } from '../../shared/names.ts';
 import { createDetectorEngine, parsePolicy } from '../../detectors/policy.ts';
 import { taskStart, toolCall } from '../../detectors/tool-chaining/fixtures.ts';
-import { brokers, kafkaConfigInput, runId, topicsFor, waitFor } from './helpers.ts';
+import { connectedProducer, kafkaConfigInput, runId, topicsFor, waitFor } from './helpers.ts';
 import { openProcessHarness, writeConfig, type ProcessHarness } from './processes.ts';
 
 /**
@@ -21,8 +21,7 @@ let producer: Producer;
 
 beforeAll(async () => {
   h = await openProcessHarness('runtrail-kdet-');
-  producer = new Kafka({ clientId: 'det-test', brokers: brokers(), logLevel: logLevel.NOTHING }).producer({ idempotent: true, maxInFlightRequests: 1 });
-  await producer.connect();
+  producer = await connectedProducer('det-test');
 });
 
 afterAll(async () => {

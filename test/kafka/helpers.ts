@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { Kafka, logLevel, type Producer } from 'kafkajs';
 import { inject } from 'vitest';
 import { parseConfig, type Config, type ConfigInput } from '../../shared/config.ts';
 import { DEFAULT_TOPIC_NAMES, TOPIC_IDS } from '../../shared/names.ts';
@@ -44,4 +45,14 @@ export async function waitFor<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms
     if (ok(v) || Date.now() > end) return v;
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/**
+ * A connected idempotent producer on the test broker, one request in flight: what a test
+ * publishes (with `acks: -1`) arrives once and in order, as the collector publishes.
+ */
+export async function connectedProducer(clientId: string): Promise<Producer> {
+  const producer = new Kafka({ clientId, brokers: brokers(), logLevel: logLevel.NOTHING }).producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  return producer;
 }

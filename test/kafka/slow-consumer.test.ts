@@ -1,10 +1,9 @@
 import { join } from 'node:path';
-import { Kafka, logLevel } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 import { CanonicalEventSchema } from '../../shared/event.ts';
 import { eventId } from '../../shared/ids.ts';
 import { SOURCE_TOPIC } from '../../shared/names.ts';
-import { brokers, kafkaConfigInput, runId, topicsFor, waitFor } from './helpers.ts';
+import { connectedProducer, kafkaConfigInput, runId, topicsFor, waitFor } from './helpers.ts';
 import { metricTotal, openProcessHarness, writeConfig } from './processes.ts';
 
 /**
@@ -32,8 +31,7 @@ describe('slow consumer on a real broker', () => {
     const proc = await h.start('correlator', writeConfig(h.dir, run, cfg));
     // Slow from now on (its start-up writes its schema versions, which must not wait).
     h.chdb.setInsertDelayMs(20_000);
-    const producer = new Kafka({ clientId: 'slow-test', brokers: brokers(), logLevel: logLevel.NOTHING }).producer({ idempotent: true, maxInFlightRequests: 1 });
-    await producer.connect();
+    const producer = await connectedProducer('slow-test');
     const store = h.store(database);
     let maxLag = 0;
     let maxHeap = 0;
