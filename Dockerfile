@@ -12,4 +12,4 @@ COPY detectors ./detectors
 COPY tsconfig.json ./
 ENV NODE_ENV=production
 USER node
-ENTRYPOINT ["node", "bin/runtrail.mjs"]
+ENTRYPOINT ["node", "--max-semi-space-size=64", "bin/runtrail.mjs"]

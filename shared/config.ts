@@ -582,3 +582,12 @@ export type AlertingConfig = z.infer<typeof AlertingConfigSchema>;
 export type IncidentsConfig = z.infer<typeof IncidentsConfigSchema>;
 export type DeliveryConfig = z.infer<typeof DeliveryConfigSchema>;
 export type ChannelConfig = z.infer<typeof ChannelConfigSchema>;
+
+/**
+ * Flags Node took from `NODE_OPTIONS` (they are not in `process.execArgv`); for reports such as the
+ * benchmark's, where V8 flags move the figures. Kept here because only this module reads the
+ * environment.
+ */
+export function nodeOptionsFlags(): string[] {
+  return (process.env.NODE_OPTIONS ?? '').split(/\s+/).filter((f) => f.length > 0);
+}

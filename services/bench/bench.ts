@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { z } from 'zod';
-import type { Config } from '../../shared/config.ts';
+import { nodeOptionsFlags, type Config } from '../../shared/config.ts';
 import { BackpressureError, RuntrailError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { TABLE } from '../../shared/names.ts';
@@ -141,6 +141,8 @@ export interface BenchResult {
   peak_open_tasks: number;
   mode: 'embedded';
   bus: 'live' | 'replay';
+  /** Node version and the V8/Node flags of this process (command line and NODE_OPTIONS): they move the figures. */
+  node: { version: string; flags: string[] };
   scale: {
     tasks: number;
     events_per_task: number;
@@ -588,6 +590,7 @@ async function measure(
     peak_open_tasks: peaks.openTasks,
     mode: 'embedded',
     bus: opts.mode,
+    node: nodeRuntime(),
     scale: {
       tasks: opts.tasks,
       events_per_task: opts.eventsPerTask,
@@ -721,10 +724,16 @@ function round(v: number, digits: number): number {
 
 
 /** The human-readable table printed before the JSON line. */
+/** The running Node and the flags it was started with (command line, then NODE_OPTIONS). */
+export function nodeRuntime(): { version: string; flags: string[] } {
+  return { version: process.version, flags: [...process.execArgv.filter((f) => f.startsWith('--') && !f.startsWith('--import')), ...nodeOptionsFlags()] };
+}
+
 export function formatBenchTable(r: BenchResult): string {
   const n = (v: number) => v.toLocaleString('en-US');
   const rows: Array<[string, string]> = [
     ['mode', `embedded, bus ${r.bus === 'live' ? 'live (fsync\'d write-ahead log)' : 'replay (in memory)'}`],
+    ['node', `${r.node.version}${r.node.flags.length > 0 ? ` ${r.node.flags.join(' ')}` : ' (no flags)'}`],
     [
       'scale',
       `${n(r.scale.tasks)} tasks open, ${r.scale.events_per_task} events/task, concurrency ${r.scale.concurrency}, ` +
