@@ -3,6 +3,14 @@ import type { Finding, Severity } from '../shared/finding.ts';
 import { contentHash } from '../shared/ids.ts';
 import type { DetectorMeta } from './detector.ts';
 
+/**
+ * What a finding needs of an evidence event. A whole {@link TimelineEvent} qualifies; detectors that
+ * keep evidence for a long time keep only this (a full event copy is ten times the size).
+ */
+export type EvidenceEvent = Pick<TimelineEvent, 'event_id' | 'time' | 'type' | 'agent_id' | 'workload_id'> & {
+  readonly tool?: { readonly name: string } | undefined;
+};
+
 /** What a detector states about one finding; the builder fills in ids, tags and identities. */
 export interface FindingInput {
   rule: string;
@@ -11,7 +19,7 @@ export interface FindingInput {
   summary: string;
   taskId: string;
   /** Evidence events; sorted by event time in the finding. The last is the one that completed the pattern. */
-  evidence: readonly TimelineEvent[];
+  evidence: readonly EvidenceEvent[];
   joinKeys?: Record<string, string>;
   windowStart?: number;
   windowEnd?: number;

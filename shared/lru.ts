@@ -38,8 +38,11 @@ export class BoundedMap<K, V> {
    * which makes each eviction O(n). A live Map iterator skips each hole once.
    */
   private cursor: IterableIterator<[K, V]> | undefined;
-  /** Keys of recent accesses, oldest at `accessPos` once the ring is full. */
-  private accesses: K[] = [];
+  /**
+   * Keys of recent accesses, oldest at `accessPos` once the ring is full. Created at the first noted
+   * access: detectors keep several maps per task or scope, most never read back.
+   */
+  private accesses: K[] | undefined;
   private accessPos = 0;
   /** Entries evicted because the map was full (or by {@link evictOldest}). */
   evicted = 0;
@@ -132,7 +135,7 @@ export class BoundedMap<K, V> {
   }
 
   private noteAccess(key: K): void {
-    const r = this.accesses;
+    const r = (this.accesses ??= []);
     if (r.length < Math.min(ACCESS_RING, this.young.size)) {
       if (r[r.length - 1] !== key) r.push(key);
       return;
@@ -149,9 +152,9 @@ export class BoundedMap<K, V> {
    * moved back to the (new) young generation in access order, oldest access first.
    */
   private rotate(keepRecent: boolean): void {
-    const ring = this.accesses;
+    const ring = this.accesses ?? [];
     const start = this.accessPos;
-    this.accesses = [];
+    this.accesses = undefined;
     this.accessPos = 0;
     this.old = this.young;
     this.young = new Map();

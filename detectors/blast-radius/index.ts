@@ -5,7 +5,7 @@ import { contentHash } from '../../shared/ids.ts';
 import { BoundedMap } from '../../shared/lru.ts';
 import { ACTION_CAPABILITIES, nameTokens, type Capability, type ToolCatalog } from '../catalog/tool-catalog.ts';
 import type { Detector, DetectorInstance, DetectorMeta, TaskView } from '../detector.ts';
-import { makeFinding } from '../finding-builder.ts';
+import { makeFinding, type EvidenceEvent } from '../finding-builder.ts';
 import { BlastRadiusConfigSchema, type BlastRadiusConfig } from './config.ts';
 import { BLAST_RADIUS_FIXTURES } from './fixtures.ts';
 import { rewriteIdentity } from '../identity-rewrites.ts';
@@ -57,7 +57,7 @@ export const BLAST_RADIUS_LEVELS = [
 /** One distinct thing a scope reached: when last (event time) and the event that first showed it. */
 interface Item {
   time: number;
-  event: TimelineEvent;
+  event: EvidenceEvent;
 }
 
 /** What one task or identity has reached in the window. */
@@ -68,8 +68,8 @@ interface ScopeState {
   privileged: BoundedMap<string, Item>;
   /** Keyed `capability|operation`. */
   capabilities: BoundedMap<string, Item & { capability: Capability }>;
-  /** Levels already reported. */
-  emitted: Set<string>;
+  /** Levels already reported; created at the first (most scopes never report one). */
+  emitted: Set<string> | undefined;
 }
 
 /** What one event contributes. */
@@ -102,11 +102,12 @@ function taskAgent(task: TaskView): string {
 }
 
 /**
- * Evidence copies drop the bulky parts (prompts, tool arguments and results, raw attributes): only
- * ids, times and identities are needed to cite an event, and items are held for a whole window.
+ * Evidence copies keep what a finding cites of an event (ids, time, identities): items are held for a
+ * whole window in up to `max_scopes` scopes, and a fixed six-field object is a fifth of a copy of
+ * the whole event without its texts.
  */
-function slim(e: TimelineEvent): TimelineEvent {
-  return { ...e, attributes: {}, messages: undefined, tool: e.tool ? { name: e.tool.name } : undefined, model: undefined };
+function slim(e: TimelineEvent): EvidenceEvent {
+  return { event_id: e.event_id, time: e.time, type: e.type, agent_id: e.agent_id, workload_id: e.workload_id, tool: e.tool ? { name: e.tool.name } : undefined };
 }
 
 /** The verb of an action: `s3:GetObject` -> `get`, `dynamodb:BatchGetItem` -> `get`, `k8s:get` -> `get`. */
@@ -212,7 +213,7 @@ export class BlastRadiusInstance implements DetectorInstance {
         changes: new BoundedMap(this.maxItems, onEvict),
         privileged: new BoundedMap(this.maxItems, onEvict),
         capabilities: new BoundedMap(this.maxItems, onEvict),
-        emitted: new Set(),
+        emitted: undefined,
       };
       this.scopes.set(key, s);
     }
@@ -226,7 +227,7 @@ export class BlastRadiusInstance implements DetectorInstance {
     const cutoff = e.time - cfg.window_ms;
     for (const m of [s.resources, s.dataClasses, s.changes, s.privileged, s.capabilities] as Array<BoundedMap<string, Item>>) prune(m, cutoff);
     if (!hasAny) return;
-    let ev: TimelineEvent | undefined;
+    let ev: EvidenceEvent | undefined;
     const touch = (m: BoundedMap<string, Item>, k: string) => {
       const cur = m.peek(k);
       if (cur) {
@@ -257,10 +258,11 @@ export class BlastRadiusInstance implements DetectorInstance {
     const b = breakdown(s, cfg);
     const t = scope === 'task' ? cfg.task : cfg.identity;
     let crossed: (typeof BLAST_RADIUS_LEVELS)[number] | undefined;
-    for (const l of BLAST_RADIUS_LEVELS) if (b.score >= t[l.key] && !s.emitted.has(l.level)) crossed = l;
+    for (const l of BLAST_RADIUS_LEVELS) if (b.score >= t[l.key] && !(s.emitted?.has(l.level) ?? false)) crossed = l;
     if (!crossed) return;
     // Lower levels crossed by the same event are implied by the higher one.
-    for (const l of BLAST_RADIUS_LEVELS) if (b.score >= t[l.key]) s.emitted.add(l.level);
+    const emitted = (s.emitted ??= new Set());
+    for (const l of BLAST_RADIUS_LEVELS) if (b.score >= t[l.key]) emitted.add(l.level);
     const threshold = t[crossed.key];
     const evidence = topEvidence(s, cfg, e);
     const subject = scope === 'task' ? `task ${name}` : `identity ${name}`;
@@ -337,8 +339,8 @@ export function breakdown(s: Pick<ScopeState, 'resources' | 'dataClasses' | 'cha
 }
 
 /** The heaviest contributions' events (privileged, capabilities, data classes, changes, resources), the current event last. */
-function topEvidence(s: ScopeState, cfg: BlastRadiusConfig, current: TimelineEvent): TimelineEvent[] {
-  const ranked: Array<{ w: number; e: TimelineEvent }> = [];
+function topEvidence(s: ScopeState, cfg: BlastRadiusConfig, current: TimelineEvent): EvidenceEvent[] {
+  const ranked: Array<{ w: number; e: EvidenceEvent }> = [];
   for (const v of s.privileged.values()) ranked.push({ w: cfg.weights.privileged, e: v.event });
   for (const v of s.capabilities.values()) ranked.push({ w: cfg.weights.capabilities[v.capability] ?? 0, e: v.event });
   for (const [cls, v] of s.dataClasses.entries()) ranked.push({ w: cfg.weights.data_classes[cls] ?? cfg.weights.other_data_class, e: v.event });
@@ -346,7 +348,7 @@ function topEvidence(s: ScopeState, cfg: BlastRadiusConfig, current: TimelineEve
   for (const v of s.resources.values()) ranked.push({ w: cfg.weights.resource, e: v.event });
   ranked.sort((a, b) => b.w - a.w);
   const seen = new Set<string>([current.event_id]);
-  const out: TimelineEvent[] = [];
+  const out: EvidenceEvent[] = [];
   for (const r of ranked) {
     if (out.length >= cfg.max_evidence - 1) break;
     if (seen.has(r.e.event_id)) continue;

@@ -1,7 +1,6 @@
 import type { FindingInput } from '../finding-builder.ts';
-import type { TimelineEvent } from '../../shared/event.ts';
 import type { ChainsConfig } from './config.ts';
-import type { StepRecord, TaskState } from './task-state.ts';
+import type { EvidenceRef, StepRecord, TaskState } from './task-state.ts';
 
 /**
  * Rules `chain-too-long`, `action-chain-too-long` and `chain-too-fast`: chains longer or faster than
@@ -15,7 +14,7 @@ export const CHAIN_FAST_RULE = 'chain-too-fast';
 /** Evidence kept for a chain finding (first and latest calls). */
 const MAX_EVIDENCE = 12;
 
-function evidenceOf(steps: readonly StepRecord[]): TimelineEvent[] {
+function evidenceOf(steps: readonly StepRecord[]): EvidenceRef[] {
   if (steps.length <= MAX_EVIDENCE) return steps.map((s) => s.event);
   return [steps[0] as StepRecord, ...steps.slice(-(MAX_EVIDENCE - 1))].map((s) => s.event);
 }
@@ -28,8 +27,8 @@ export function onChainStep(state: TaskState, step: StepRecord, cfg: ChainsConfi
   if (!cfg.enabled) return out;
   const tools = state.steps.filter((s) => s.kind === 'tool');
 
-  if (state.toolCalls > cfg.max_tool_calls && !state.fired.has(CHAIN_LONG_RULE)) {
-    state.fired.add(CHAIN_LONG_RULE);
+  if (state.toolCalls > cfg.max_tool_calls && !state.hasFired(CHAIN_LONG_RULE)) {
+    state.markFired(CHAIN_LONG_RULE);
     const first = tools[0];
     out.push({
       rule: CHAIN_LONG_RULE,
@@ -46,8 +45,8 @@ export function onChainStep(state: TaskState, step: StepRecord, cfg: ChainsConfi
     });
   }
 
-  if (state.consecutiveActions > cfg.max_consecutive_actions && !state.fired.has(ACTION_CHAIN_RULE)) {
-    state.fired.add(ACTION_CHAIN_RULE);
+  if (state.consecutiveActions > cfg.max_consecutive_actions && !state.hasFired(ACTION_CHAIN_RULE)) {
+    state.markFired(ACTION_CHAIN_RULE);
     const run = tools.slice(-state.consecutiveActions);
     out.push({
       rule: ACTION_CHAIN_RULE,
@@ -64,12 +63,12 @@ export function onChainStep(state: TaskState, step: StepRecord, cfg: ChainsConfi
     });
   }
 
-  if (cfg.min_step_interval_ms > 0 && tools.length >= cfg.rate_window_steps && !state.fired.has(CHAIN_FAST_RULE)) {
+  if (cfg.min_step_interval_ms > 0 && tools.length >= cfg.rate_window_steps && !state.hasFired(CHAIN_FAST_RULE)) {
     const win = tools.slice(-cfg.rate_window_steps);
     const span = (win[win.length - 1] as StepRecord).event.time - (win[0] as StepRecord).event.time;
     const mean = span / (win.length - 1);
     if (mean < cfg.min_step_interval_ms) {
-      state.fired.add(CHAIN_FAST_RULE);
+      state.markFired(CHAIN_FAST_RULE);
       out.push({
         rule: CHAIN_FAST_RULE,
         severity: cfg.rate_severity,

@@ -1,4 +1,4 @@
-import { ACTION_CAPABILITIES, argumentNames, inferFromName } from '../catalog/tool-catalog.ts';
+import { ACTION_CAPABILITIES, argumentNames, inferFromName, type Capability } from '../catalog/tool-catalog.ts';
 import type { Detector, DetectorContext, DetectorInstance, DetectorMeta, TaskView } from '../detector.ts';
 import { makeFinding, type FindingInput } from '../finding-builder.ts';
 import { EVENT_TYPE, type TimelineEvent } from '../../shared/event.ts';
@@ -46,6 +46,9 @@ export const TOOL_CHAINING_META: DetectorMeta = {
   },
 };
 
+/** Capabilities of the task-start step: none, shared by every task (a Set each was ~100 B per task). */
+const NO_CAPABILITIES: ReadonlySet<Capability> = new Set();
+
 class ToolChainingInstance implements DetectorInstance {
   private readonly tasks: BoundedMap<string, TaskState>;
   private readonly baselines: BaselineStore;
@@ -72,11 +75,13 @@ class ToolChainingInstance implements DetectorInstance {
     const cfg = this.configFor(state.agentId);
     const seq = ++state.seq;
     const out: FindingInput[] = [];
+    // One evidence copy per event, shared by everything the state keeps of it.
+    const ref = evidenceRef(event);
 
     if (event.type === EVENT_TYPE.taskStarted) {
       observeTaskStart(state, event, cfg.limits.max_trusted_chars);
       state.taskInput = event.messages?.input ?? '';
-      const step: StepRecord = { event: evidenceRef(event), seq, index: 0, kind: 'task', tool: '', caps: new Set(), action: false, instructions: 0, resultChars: 0 };
+      const step: StepRecord = { event: ref, seq, index: 0, kind: 'task', tool: '', caps: NO_CAPABILITIES, action: false, instructions: 0, resultChars: 0 };
       state.pushStep(step);
       out.push(...onStep(state, cfg.sequences, step, cfg.injection.high_score));
       return this.build(out);
@@ -91,13 +96,13 @@ class ToolChainingInstance implements DetectorInstance {
       // A tool the catalog could only guess about (nothing in its name or arguments) is not known to be read-only.
       const unknown = cls.source === 'inferred' && inferFromName(tool.name, argumentNames(tool.arguments)).caps.size === 0;
       const actFactor = action ? 1 : unknown && cfg.injection.unknown_tools_act ? cfg.injection.unknown_tool_factor : 0;
-      const r = onToolCall(state, event, seq, cls.capabilities, actFactor, cls.untrustedOutput, cfg.injection);
+      const r = onToolCall(state, event, ref, seq, cls.capabilities, actFactor, cls.untrustedOutput, cfg.injection);
       out.push(...r.findings);
       instructions = r.instructions;
     }
     const previous = [...state.steps].reverse().find((s) => s.kind === 'tool');
     const step: StepRecord = {
-      event: evidenceRef(event),
+      event: ref,
       seq,
       index: state.toolCalls + 1,
       kind: 'tool',

@@ -5,7 +5,7 @@ import type { Severity } from '../../shared/finding.ts';
 import { argumentLeaves, type ArgumentLeaf } from './arguments.ts';
 import type { InjectionConfig } from './config.ts';
 import { InstructionScanner, type TextAnalysis } from './instructions.ts';
-import { evidenceRef, type TaskState, type TrackedValue } from './task-state.ts';
+import type { EvidenceRef, TaskState, TrackedValue } from './task-state.ts';
 import { decodeEscapes, squash, squashInner, stripEdges } from './text.ts';
 import { extractValues, valueKeys, type ExtractedValue } from './values.ts';
 
@@ -55,7 +55,7 @@ export function observeTaskStart(state: TaskState, event: TimelineEvent, maxChar
   for (const raw of texts) {
     const t = decodeEscapes(raw);
     if (state.trustedText.length < maxChars) state.trustedText = `${state.trustedText} ${squash(t)}`.slice(0, maxChars);
-    for (const v of extractValues(t.slice(0, maxChars), { minLength: 3, literals: true })) for (const k of valueKeys(v)) state.trustedKeys.add(k);
+    for (const v of extractValues(t.slice(0, maxChars), { minLength: 3, literals: true })) for (const k of valueKeys(v)) state.addTrustedKey(k);
   }
 }
 
@@ -124,7 +124,7 @@ function isAddressLeaf(leaf: ArgumentLeaf, v: TrackedValue): boolean {
 }
 
 /** Finds the strongest flow of tracked values into an action call. */
-function bestFlow(state: TaskState, call: { event: TimelineEvent; seq: number; caps: ReadonlySet<Capability>; leaves: ArgumentLeaf[] }, actFactor: number, cfg: InjectionConfig): Flow | undefined {
+function bestFlow(state: TaskState, call: { event: EvidenceRef; seq: number; caps: ReadonlySet<Capability>; leaves: ArgumentLeaf[] }, actFactor: number, cfg: InjectionConfig): Flow | undefined {
   const c = compiled(cfg);
   let best: Flow | undefined;
   // Literals and names are matched by containment (argument text is free-form).
@@ -158,7 +158,7 @@ function bestFlow(state: TaskState, call: { event: TimelineEvent; seq: number; c
   return best;
 }
 
-function flowFinding(call: TimelineEvent, caps: ReadonlySet<Capability>, f: Flow, cfg: InjectionConfig, taskId: string): FindingInput | undefined {
+function flowFinding(call: EvidenceRef, caps: ReadonlySet<Capability>, f: Flow, cfg: InjectionConfig, taskId: string): FindingInput | undefined {
   const sev = severityFor(f.score, f.value.score, cfg);
   if (sev === 'off') return undefined;
   const v = f.value;
@@ -198,7 +198,7 @@ function flowFinding(call: TimelineEvent, caps: ReadonlySet<Capability>, f: Flow
 }
 
 /** Registers the values of an untrusted text (a tool output or an echoed argument). */
-function track(state: TaskState, source: TimelineEvent, seq: number, a: TextAnalysis, via: TrackedValue['via'], cfg: InjectionConfig, skipAgentKeys: boolean): number {
+function track(state: TaskState, ref: EvidenceRef, seq: number, a: TextAnalysis, via: TrackedValue['via'], cfg: InjectionConfig, skipAgentKeys: boolean): number {
   const c = compiled(cfg);
   const found: ExtractedValue[] = extractValues(a.text, { minLength: cfg.min_value_length, ignore: c.ignore });
   for (const s of a.sentences) {
@@ -209,7 +209,6 @@ function track(state: TaskState, source: TimelineEvent, seq: number, a: TextAnal
   }
   let added = 0;
   const ctx = cfg.relay_context_chars;
-  const ref = evidenceRef(source);
   for (const v of found) {
     const keys = valueKeys(v);
     // Where the collector redacts secrets, the same value in a secret-named argument arrives as its marker.
@@ -217,7 +216,7 @@ function track(state: TaskState, source: TimelineEvent, seq: number, a: TextAnal
     const primary = keys[0] as string;
     if (state.isTrusted(primary, v.norm)) continue;
     // Written by the agent before this output carried it: not entered through untrusted output.
-    if (skipAgentKeys && keys.some((k) => (state.agentKeys.peek(k) ?? Number.POSITIVE_INFINITY) < source.time)) continue;
+    if (skipAgentKeys && keys.some((k) => (state.agentKeys.peek(k) ?? Number.POSITIVE_INFINITY) < ref.time)) continue;
     const sc = c.scanner.scoreSpan(a, v.start, v.end, cfg.weights, cfg.context_chars);
     const sentence = sc.sentence ? stripEdges(squash(a.text.slice(sc.sentence[0], sc.sentence[1]))) : '';
     const tv: TrackedValue = {
@@ -262,6 +261,7 @@ export interface ToolCallOutcome {
 export function onToolCall(
   state: TaskState,
   event: TimelineEvent,
+  ref: EvidenceRef,
   seq: number,
   caps: ReadonlySet<Capability>,
   actFactor: number,
@@ -274,19 +274,19 @@ export function onToolCall(
   const leaves = argumentLeaves(tool.arguments);
 
   // 1. The call's arguments, against what untrusted content brought in earlier.
-  const flow = bestFlow(state, { event, seq, caps, leaves }, actFactor, cfg);
+  const flow = bestFlow(state, { event: ref, seq, caps, leaves }, actFactor, cfg);
   if (flow) {
-    const f = flowFinding(event, caps, flow, cfg, state.taskId);
+    const f = flowFinding(ref, caps, flow, cfg, state.taskId);
     if (f) findings.push(f);
   }
-  state.pushAction({ event: evidenceRef(event), seq, caps, leaves, actFactor });
+  state.pushAction({ event: ref, seq, caps, leaves, actFactor });
 
   // 2. The agent's own values, and instruction text it echoed (its source output was not captured).
   for (const leaf of leaves) {
     if (leaf.value.length >= 40 && cfg.echoed_instructions_are_sources && !state.trustedText.includes(squash(leaf.value).slice(0, 200))) {
       const a = analyzeUntrusted(leaf.value, cfg);
       if (instructionScore(a, cfg) >= cfg.high_score) {
-        track(state, event, seq, a, 'echo', cfg, false);
+        track(state, ref, seq, a, 'echo', cfg, false);
         continue;
       }
     }
@@ -298,14 +298,14 @@ export function onToolCall(
   if (untrustedOutput && tool.result && !tool.error) {
     const a = analyzeUntrusted(tool.result, cfg);
     instructions = instructionScore(a, cfg);
-    const added = track(state, event, seq, a, 'output', cfg, true);
+    const added = track(state, ref, seq, a, 'output', cfg, true);
     // A source that arrived after calls later in event time (out-of-order delivery) completes them now.
-    if (added > 0) findings.push(...recheckLaterActions(state, event, cfg));
+    if (added > 0) findings.push(...recheckLaterActions(state, ref, cfg));
   }
   return { findings, instructions };
 }
 
-function recheckLaterActions(state: TaskState, source: TimelineEvent, cfg: InjectionConfig): FindingInput[] {
+function recheckLaterActions(state: TaskState, source: EvidenceRef, cfg: InjectionConfig): FindingInput[] {
   const out: FindingInput[] = [];
   for (const a of state.actions) {
     if (a.event.time <= source.time) continue;

@@ -1,7 +1,6 @@
 import type { FindingInput } from '../finding-builder.ts';
-import type { TimelineEvent } from '../../shared/event.ts';
 import type { Sequence, SequenceStep } from './config.ts';
-import type { StepRecord, TaskState } from './task-state.ts';
+import type { EvidenceRef, StepRecord, TaskState } from './task-state.ts';
 import { globToRegExp } from './text.ts';
 
 /**
@@ -72,9 +71,9 @@ function matchEndingAt(seq: Sequence, steps: readonly StepRecord[], last: StepRe
   return chain;
 }
 
-function finding(seq: Sequence, evidence: readonly TimelineEvent[], taskId: string, extra: Record<string, number>, absentNote: string): FindingInput {
-  const first = evidence[0] as TimelineEvent;
-  const last = evidence[evidence.length - 1] as TimelineEvent;
+function finding(seq: Sequence, evidence: readonly EvidenceRef[], taskId: string, extra: Record<string, number>, absentNote: string): FindingInput {
+  const first = evidence[0] as EvidenceRef;
+  const last = evidence[evidence.length - 1] as EvidenceRef;
   const names = evidence.map((e) => e.tool?.name ?? e.type).join(' -> ');
   return {
     rule: SEQUENCE_RULE,
@@ -99,10 +98,10 @@ export function onStep(state: TaskState, sequences: readonly Sequence[], step: S
   out.push(...closeWindows(state, sequences, thr, { step }));
   sequences.forEach((seq, i) => {
     const key = `seq:${i}`;
-    if (state.fired.has(key)) return;
+    if (state.hasFired(key)) return;
     const chain = matchEndingAt(seq, state.steps, step, state.taskInput, thr);
     if (!chain) return;
-    state.fired.add(key);
+    state.markFired(key);
     const evidence = chain.map((r) => r.event);
     const stepsSpan = (chain[chain.length - 1] as StepRecord).index - Math.max(1, (chain[0] as StepRecord).index) + 1;
     const instr = Math.max(...chain.map((r) => r.instructions));
@@ -145,7 +144,7 @@ export function closeWindows(state: TaskState, sequences: readonly Sequence[], t
         if (t.step && time >= p.windowStart && stepMatches(seq.absent, t.step, state.taskInput, thr)) {
           // The absent step occurred: no finding, and the sequence may match again later in the task.
           state.pending.splice(k, 1);
-          state.fired.delete(`seq:${p.sequence}`);
+          state.unmarkFired(`seq:${p.sequence}`);
         }
         continue;
       }

@@ -1,5 +1,6 @@
 import type { Capability } from '../catalog/tool-catalog.ts';
 import type { TimelineEvent } from '../../shared/event.ts';
+import type { EvidenceEvent } from '../finding-builder.ts';
 import { BoundedMap } from '../../shared/lru.ts';
 import type { ArgumentLeaf } from './arguments.ts';
 import type { Category } from './instructions.ts';
@@ -12,12 +13,19 @@ import type { ValueKind } from './values.ts';
  * itself, not to the whole timeline.
  */
 
+/** What the detector keeps of an event as evidence: what a finding and the rules read of it. */
+export interface EvidenceRef extends EvidenceEvent {
+  readonly tool: { readonly name: string } | undefined;
+}
+
 /**
- * A copy of an event small enough to keep as evidence: ids, times and identities, without the texts
- * (messages, tool arguments and results, attributes) that dominate an event's memory.
+ * The evidence copy of an event: one per event, shared by its step, its action record and every value
+ * it carried. A fixed six-field shape (~100 B with its tool object) instead of a copy of the whole
+ * event (a spread of ~45 fields, ~0.5 KB, three per tool call before): per-task state is what bounds
+ * how many concurrent tasks the detector can follow (docs/performance.md).
  */
-export function evidenceRef(e: TimelineEvent): TimelineEvent {
-  return { ...e, messages: undefined, attributes: {}, tool: e.tool ? { name: e.tool.name, call_id: e.tool.call_id } : undefined };
+export function evidenceRef(e: TimelineEvent): EvidenceRef {
+  return { event_id: e.event_id, time: e.time, type: e.type, agent_id: e.agent_id, workload_id: e.workload_id, tool: e.tool ? { name: e.tool.name } : undefined };
 }
 
 /** A value that entered the task through untrusted content. */
@@ -28,7 +36,7 @@ export interface TrackedValue {
   /** Normalised value (lowercase where case does not matter). */
   norm: string;
   /** The tool call whose output (or echoed argument) carried it. */
-  source: TimelineEvent;
+  source: EvidenceRef;
   /** Arrival order of the source within the task (ties on event time). */
   sourceSeq: number;
   /** `output`: the tool's result; `echo`: instruction text the agent repeated in its own arguments. */
@@ -45,7 +53,7 @@ export interface TrackedValue {
 
 /** One tool call (or the task start) in the chain. */
 export interface StepRecord {
-  event: TimelineEvent;
+  event: EvidenceRef;
   /** Arrival order in the task. */
   seq: number;
   /** Tool-call index in the task (1-based); 0 for the task start. */
@@ -61,7 +69,7 @@ export interface StepRecord {
 
 /** A call remembered so that a late-arriving source can still be joined to it. */
 export interface ActionRecord {
-  event: TimelineEvent;
+  event: EvidenceRef;
   seq: number;
   caps: ReadonlySet<Capability>;
   leaves: ArgumentLeaf[];
@@ -72,7 +80,7 @@ export interface ActionRecord {
 /** A completed sequence whose absence condition waits for its window to close. */
 export interface PendingAbsence {
   sequence: number;
-  evidence: TimelineEvent[];
+  evidence: EvidenceRef[];
   /** Event time after which the window is closed (epoch ms). */
   deadline: number;
   /** Tool-call index after which the window is closed. */
@@ -80,23 +88,47 @@ export interface PendingAbsence {
   windowStart: number;
 }
 
-/** State of one task. */
+/** Acting calls remembered per task, so a source that arrives late can still complete them. */
+const MAX_ACTIONS = 50;
+
+/** Below this length an append copies the array to its exact size. */
+const SMALL_ARRAY = 8;
+
+/**
+ * Appends to a per-task array. V8 gives an array 17 slots at its first push (~190 B where an exact
+ * two-element array is ~75 B); most tasks are short, so short arrays are copied at their exact size
+ * and only longer ones grow in place.
+ */
+function append<T>(arr: T[], item: T): T[] {
+  if (arr.length >= SMALL_ARRAY) {
+    arr.push(item);
+    return arr;
+  }
+  return arr.concat([item]);
+}
+
+/**
+ * State of one task. A detector sized for many concurrent tasks holds one per task, so collections
+ * most tasks never fill (trusted keys, fired rules, the task's own transition counts) are created on
+ * first write: an empty Set or Map is ~100 B, and short tasks left four of them empty.
+ */
 export class TaskState {
   agentId = '';
   /** The user's request and system instructions, comparison form (bounded). */
   trustedText = '';
-  readonly trustedKeys = new Set<string>();
+  /** Join keys of values in the user's request and system instructions. */
+  private trustedKeys: Set<string> | undefined;
   /** Values the agent wrote in its own arguments, with the earliest event time it wrote each (bounded). */
   readonly agentKeys: BoundedMap<string, number>;
   readonly values: BoundedMap<string, TrackedValue>;
-  readonly steps: StepRecord[] = [];
-  readonly actions: ActionRecord[] = [];
+  steps: StepRecord[] = [];
+  actions: ActionRecord[] = [];
   readonly pending: PendingAbsence[] = [];
   /** Rule keys already reported (one finding per sequence / chain rule / transition per task). */
-  readonly fired = new Set<string>();
+  private fired: Set<string> | undefined;
   /** This task's own transition counts (subtracted when judging it against its agent's baseline). */
-  readonly ownTransitions = new Map<string, number>();
-  readonly ownFromTotals = new Map<string, number>();
+  private ownTransitions: Map<string, number> | undefined;
+  private ownFromTotals: Map<string, number> | undefined;
   taskInput = '';
   seq = 0;
   toolCalls = 0;
@@ -117,7 +149,7 @@ export class TaskState {
   }
 
   pushStep(s: StepRecord): void {
-    this.steps.push(s);
+    this.steps = append(this.steps, s);
     if (this.steps.length > this.maxSteps) {
       this.steps.shift();
       this.dropped++;
@@ -125,24 +157,53 @@ export class TaskState {
   }
 
   pushAction(a: ActionRecord): void {
-    this.actions.push(a);
-    if (this.actions.length > 50) this.actions.shift();
+    this.actions = append(this.actions, a);
+    if (this.actions.length > MAX_ACTIONS) this.actions.shift();
   }
 
   /** Counts a transition of this task; false (and counted as dropped) beyond the per-task bound. */
   recordTransition(from: string, to: string): boolean {
     const k = `${from}\u0000${to}`;
-    if (!this.ownTransitions.has(k) && this.ownTransitions.size >= this.maxSteps) {
+    const edges = (this.ownTransitions ??= new Map());
+    const totals = (this.ownFromTotals ??= new Map());
+    if (!edges.has(k) && edges.size >= this.maxSteps) {
       this.dropped++;
       return false;
     }
-    this.ownTransitions.set(k, (this.ownTransitions.get(k) ?? 0) + 1);
-    this.ownFromTotals.set(from, (this.ownFromTotals.get(from) ?? 0) + 1);
+    edges.set(k, (edges.get(k) ?? 0) + 1);
+    totals.set(from, (totals.get(from) ?? 0) + 1);
     return true;
+  }
+
+  /** This task's own count of a transition and of transitions out of `from`; `contributed` once it recorded any. */
+  ownCounts(from: string, to: string): { edge: number; from: number; contributed: boolean } {
+    return {
+      edge: this.ownTransitions?.get(`${from}\u0000${to}`) ?? 0,
+      from: this.ownFromTotals?.get(from) ?? 0,
+      contributed: (this.ownTransitions?.size ?? 0) > 0,
+    };
+  }
+
+  /** Whether a rule key was already reported for this task. */
+  hasFired(key: string): boolean {
+    return this.fired?.has(key) ?? false;
+  }
+
+  markFired(key: string): void {
+    (this.fired ??= new Set()).add(key);
+  }
+
+  unmarkFired(key: string): void {
+    this.fired?.delete(key);
+  }
+
+  /** Records a join key of a value the user or the system instructions gave. */
+  addTrustedKey(key: string): void {
+    (this.trustedKeys ??= new Set()).add(key);
   }
 
   /** True when `key` (or `norm` as text) is in the user's request or the system instructions. */
   isTrusted(key: string, norm: string): boolean {
-    return this.trustedKeys.has(key) || (norm.length >= 4 && this.trustedText.includes(norm.toLowerCase()));
+    return (this.trustedKeys?.has(key) ?? false) || (norm.length >= 4 && this.trustedText.includes(norm.toLowerCase()));
   }
 }

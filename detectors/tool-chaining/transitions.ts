@@ -17,10 +17,10 @@ export function onTransition(state: TaskState, store: BaselineStore, step: StepR
   const to = step.tool;
   state.prevTool = to;
   if (!cfg.enabled) return [];
-  const own = { edge: state.ownTransitions.get(`${from}\u0000${to}`) ?? 0, from: state.ownFromTotals.get(from) ?? 0, contributed: state.ownTransitions.size > 0 };
+  const own = state.ownCounts(from, to);
   const judged = !cfg.only_into_actions || step.action;
   const key = `tr:${from}>${to}`;
-  const j = judged && !state.fired.has(key) ? store.judge(state.agentId, from, to, own, cfg) : undefined;
+  const j = judged && !state.hasFired(key) ? store.judge(state.agentId, from, to, own, cfg) : undefined;
   // Learn after judging: the task's own transition must not make itself look familiar.
   if (state.recordTransition(from, to)) store.learn(state.agentId, from, to, !own.contributed, cfg);
   if (!j) return [];
@@ -28,7 +28,7 @@ export function onTransition(state: TaskState, store: BaselineStore, step: StepR
   if (j.verdict === 'UNSEEN') severity = cfg.unseen_severity;
   else if (j.verdict === 'RARE') severity = cfg.rare_severity;
   if (severity === 'off') return [];
-  state.fired.add(key);
+  state.markFired(key);
   const pct = (j.probability * 100).toFixed(2);
   return [
     {
