@@ -9,6 +9,12 @@
 import { register } from 'tsx/esm/api';
 
 register();
+// A reader that stops early (`runtrail sql ... | head`) closes the pipe; stop quietly as Unix tools
+// do instead of dying on an unhandled EPIPE with a stack trace.
+process.stdout.on('error', (err) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
 const { main } = await import('../services/cli/main.ts');
 const code = await main(process.argv.slice(2));
 process.exitCode = code;

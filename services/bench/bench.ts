@@ -285,7 +285,7 @@ function busRetained(pipeline: Pipeline): number {
  * for the next cycle. `--expose-gc` cannot be passed through `npm run bench`, so the flag is set
  * at run time; V8 then exposes `gc` in newly created contexts.
  */
-function fullGc(): void {
+export function fullGc(): void {
   setFlagsFromString('--expose-gc');
   const gc: unknown = runInNewContext('gc');
   if (typeof gc === 'function') (gc as () => void)();

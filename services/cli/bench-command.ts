@@ -1,6 +1,7 @@
 import { runKafkaBench, formatKafkaBenchTable } from '../bench/kafka-bench.ts';
 import { createRootLogger } from '../../shared/logger.ts';
 import { BenchSetupError, formatBenchTable, runBench } from '../bench/bench.ts';
+import { formatDetectorStateTable, measureDetectorState } from '../bench/detector-state.ts';
 import { MIN_EVENTS_PER_TASK } from '../bench/generator.ts';
 import { COMMON_HELP, UsageError, configFromArgs, int, str, type Command, type ParsedArgs } from './command.ts';
 
@@ -27,6 +28,9 @@ function intIn(args: ParsedArgs, name: string, min: number, max: number, fallbac
 }
 
 /** `--correlators 1,2`: instance counts of the Kafka drain phases. */
+/** Tasks `--detector-state` follows unless --tasks says otherwise: enough for a stable per-task figure in seconds. */
+const DETECTOR_STATE_TASKS = 20_000;
+
 function correlatorCounts(arg: string | undefined): number[] {
   if (arg === undefined) return [1, 2];
   const counts = arg.split(',').map((v) => Number(v.trim()));
@@ -73,6 +77,9 @@ Options:
                             above 5,000,000 events)
       --cpu-prof FILE       write a V8 CPU profile of the timed part to FILE; summarise it with
                             node --import tsx services/bench/cpuprofile-summary.ts FILE
+      --detector-state      instead of the pipeline: the heap each detector holds per concurrent
+                            task with its limits sized to follow every task (--tasks, default
+                            20,000; --events-per-task, --seed, --attacks apply)
   -q, --quiet               no progress lines
 ${COMMON_HELP}
 
@@ -84,6 +91,12 @@ dataDir are ignored, so a benchmark never writes into real data). Logs at warn u
 The memory scenario (--tasks 100000) currently needs more than Node's default 4 GiB heap:
 run it with NODE_OPTIONS=--max-old-space-size=16384. A million open tasks (--tasks 1000000
 --events-per-task 5, about 5.3 M events) spools its bodies (about 5 GB) to disk.
+
+Detector state (--detector-state): generates --tasks agent tasks, runs their agent events through
+the real OTLP adapter and one detector engine per detector (then all together), and prints heap
+bytes per task after full collections. That is the figure to size the detectors' limits
+(tool-chaining limits.max_tasks, blast-radius max_scopes, ...) for a fleet: README "Bounded
+memory". Credential and resource events are left out (their state grows with credentials).
 
 Kafka mode (--kafka): correlators run as real \`runtrail correlator\` processes storing into one
 ClickHouse over HTTP (CLICKHOUSE_URL, or the embedded engine served by the bench). Live phase: the
@@ -113,6 +126,7 @@ Examples:
     keep: { type: 'boolean' },
     spool: { type: 'boolean' },
     'cpu-prof': { type: 'string' },
+    'detector-state': { type: 'boolean' },
     quiet: { type: 'boolean', short: 'q' },
     kafka: { type: 'boolean' },
     partitions: { type: 'string' },
@@ -141,9 +155,21 @@ Examples:
       io.err(`runtrail bench: note: --events ${explicitEvents} is less than --tasks x --events-per-task plus noise (${fleetEvents}); fewer than ${tasks} tasks will be open at once\n`);
     }
 
+    const quiet = args.values.quiet === true;
+    if (args.values['detector-state'] === true) {
+      const result = measureDetectorState({
+        tasks: int(args, 'tasks') === undefined ? DETECTOR_STATE_TASKS : tasks,
+        eventsPerTask,
+        seed,
+        attackRatio,
+        onPhase: quiet ? undefined : (m) => io.err(`bench: ${m}\n`),
+      });
+      io.out(`${formatDetectorStateTable(result)}\n`);
+      io.out(`${JSON.stringify(result)}\n`);
+      return 0;
+    }
     const cfg = configFromArgs(args);
     const log = createRootLogger(str(args, 'log-level') ?? 'warn');
-    const quiet = args.values.quiet === true;
     if (args.values.kafka === true) {
       // Distributed path: real broker, one correlator instance (see services/bench/kafka-bench.ts).
       const result = await runKafkaBench({
