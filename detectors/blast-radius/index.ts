@@ -60,6 +60,28 @@ interface Item {
   event: EvidenceEvent;
 }
 
+/**
+ * A scope's category before its first item: shared by every scope, so a scope pays only for what it
+ * reached (five empty maps were ~450 B per scope, and most tasks reach two or three categories).
+ * Never written to: {@link BlastRadiusInstance} swaps in a map of the scope's own at the first item,
+ * and a write that got here anyway throws instead of leaking items into every scope.
+ */
+class NoItems<V> extends BoundedMap<string, V> {
+  constructor() {
+    super(1);
+  }
+
+  override set(): void {
+    throw new Error('blast-radius: write to the shared empty category');
+  }
+}
+
+const NO_ITEMS = new NoItems<Item>();
+/** The same object, typed for the capabilities category (a map's value type is invariant). */
+const NO_CAPABILITY_ITEMS = NO_ITEMS as unknown as BoundedMap<string, Item & { capability: Capability }>;
+
+type Category = 'resources' | 'dataClasses' | 'changes' | 'privileged' | 'capabilities';
+
 /** What one task or identity has reached in the window. */
 interface ScopeState {
   resources: BoundedMap<string, Item>;
@@ -203,21 +225,21 @@ export class BlastRadiusInstance implements DetectorInstance {
     return c;
   }
 
+  private readonly onItemEvicted = (): void => void this.itemsEvicted++;
+
   private state(key: string): ScopeState {
     let s = this.scopes.get(key);
     if (!s) {
-      const onEvict = () => void this.itemsEvicted++;
-      s = {
-        resources: new BoundedMap(this.maxItems, onEvict),
-        dataClasses: new BoundedMap(this.maxItems, onEvict),
-        changes: new BoundedMap(this.maxItems, onEvict),
-        privileged: new BoundedMap(this.maxItems, onEvict),
-        capabilities: new BoundedMap(this.maxItems, onEvict),
-        emitted: undefined,
-      };
+      s = { resources: NO_ITEMS, dataClasses: NO_ITEMS, changes: NO_ITEMS, privileged: NO_ITEMS, capabilities: NO_CAPABILITY_ITEMS, emitted: undefined };
       this.scopes.set(key, s);
     }
     return s;
+  }
+
+  /** The scope's own map of a category, created at its first item. */
+  private writable<C extends Category>(s: ScopeState, category: C): ScopeState[C] {
+    if (s[category] instanceof NoItems) s[category] = new BoundedMap(this.maxItems, this.onItemEvicted) as ScopeState[C];
+    return s[category];
   }
 
   private score(key: string, e: TimelineEvent, c: Contribution, cfg: BlastRadiusConfig, scope: 'task' | 'identity', name: string, out: Finding[]): void {
@@ -228,19 +250,19 @@ export class BlastRadiusInstance implements DetectorInstance {
     for (const m of [s.resources, s.dataClasses, s.changes, s.privileged, s.capabilities] as Array<BoundedMap<string, Item>>) prune(m, cutoff);
     if (!hasAny) return;
     let ev: EvidenceEvent | undefined;
-    const touch = (m: BoundedMap<string, Item>, k: string) => {
-      const cur = m.peek(k);
+    const touch = (category: Exclude<Category, 'capabilities'>, k: string) => {
+      const cur = s[category].peek(k);
       if (cur) {
-        if (e.time > cur.time) m.set(k, { ...cur, time: e.time });
+        if (e.time > cur.time) s[category].set(k, { ...cur, time: e.time });
         return;
       }
       ev ??= slim(e);
-      m.set(k, { time: e.time, event: ev });
+      this.writable(s, category).set(k, { time: e.time, event: ev });
     };
-    for (const r of c.resources) touch(s.resources, r);
-    for (const d of c.dataClasses) touch(s.dataClasses, d);
+    for (const r of c.resources) touch('resources', r);
+    for (const d of c.dataClasses) touch('dataClasses', d);
     if (c.change) {
-      touch(s.changes, c.change);
+      touch('changes', c.change);
       for (const cap of c.capabilities) {
         if (cfg.weights.capabilities[cap] === undefined) continue;
         const k = `${cap}|${c.change}`;
@@ -250,10 +272,10 @@ export class BlastRadiusInstance implements DetectorInstance {
           continue;
         }
         ev ??= slim(e);
-        s.capabilities.set(k, { time: e.time, event: ev, capability: cap });
+        this.writable(s, 'capabilities').set(k, { time: e.time, event: ev, capability: cap });
       }
     }
-    if (c.privileged) touch(s.privileged, c.privileged);
+    if (c.privileged) touch('privileged', c.privileged);
 
     const b = breakdown(s, cfg);
     const t = scope === 'task' ? cfg.task : cfg.identity;

@@ -128,13 +128,13 @@ function bestFlow(state: TaskState, call: { event: EvidenceRef; seq: number; cap
   const c = compiled(cfg);
   let best: Flow | undefined;
   // Literals and names are matched by containment (argument text is free-form).
-  const literals = [...state.values.values()].filter((v) => v.kind === 'literal' || v.kind === 'name');
+  const literals = [...state.trackedValues()].filter((v) => v.kind === 'literal' || v.kind === 'name');
   for (const leaf of call.leaves) {
     if (leaf.value.length < cfg.min_value_length) continue;
     const keys = leafKeys(leaf, cfg.min_value_length);
     const candidates: TrackedValue[] = [];
     for (const k of keys) {
-      const v = state.values.peek(k);
+      const v = state.value(k);
       if (v) candidates.push(v);
     }
     if (literals.length > 0) {
@@ -216,7 +216,7 @@ function track(state: TaskState, ref: EvidenceRef, seq: number, a: TextAnalysis,
     const primary = keys[0] as string;
     if (state.isTrusted(primary, v.norm)) continue;
     // Written by the agent before this output carried it: not entered through untrusted output.
-    if (skipAgentKeys && keys.some((k) => (state.agentKeys.peek(k) ?? Number.POSITIVE_INFINITY) < ref.time)) continue;
+    if (skipAgentKeys && keys.some((k) => (state.agentKeyTime(k) ?? Number.POSITIVE_INFINITY) < ref.time)) continue;
     const sc = c.scanner.scoreSpan(a, v.start, v.end, cfg.weights, cfg.context_chars);
     const sentence = sc.sentence ? stripEdges(squash(a.text.slice(sc.sentence[0], sc.sentence[1]))) : '';
     const tv: TrackedValue = {
@@ -234,10 +234,10 @@ function track(state: TaskState, ref: EvidenceRef, seq: number, a: TextAnalysis,
       after: squashInner(a.text.slice(v.end, v.end + ctx * 2)).slice(0, ctx),
     };
     for (const k of keys) {
-      const prev = state.values.peek(k);
+      const prev = state.value(k);
       // The first source wins unless a later one carried the value with stronger instructions.
       if (!prev || tv.score > prev.score) {
-        state.values.set(k, { ...tv, key: k });
+        state.setValue(k, { ...tv, key: k });
         added++;
       }
     }
@@ -290,7 +290,7 @@ export function onToolCall(
         continue;
       }
     }
-    for (const k of leafKeys(leaf, cfg.min_value_length)) state.agentKeys.set(k, Math.min(state.agentKeys.peek(k) ?? Number.POSITIVE_INFINITY, event.time));
+    for (const k of leafKeys(leaf, cfg.min_value_length)) state.noteAgentKey(k, event.time);
   }
 
   // 3. The output, as a new source of values.

@@ -118,9 +118,10 @@ export class TaskState {
   trustedText = '';
   /** Join keys of values in the user's request and system instructions. */
   private trustedKeys: Set<string> | undefined;
-  /** Values the agent wrote in its own arguments, with the earliest event time it wrote each (bounded). */
-  readonly agentKeys: BoundedMap<string, number>;
-  readonly values: BoundedMap<string, TrackedValue>;
+  /** Values the agent wrote in its own arguments, with the earliest event time it wrote each (bounded); created at the first. */
+  private agentKeyMap: BoundedMap<string, number> | undefined;
+  /** Values that entered through untrusted content, by join key (bounded); created at the first. */
+  private valueMap: BoundedMap<string, TrackedValue> | undefined;
   steps: StepRecord[] = [];
   actions: ActionRecord[] = [];
   readonly pending: PendingAbsence[] = [];
@@ -134,25 +135,52 @@ export class TaskState {
   toolCalls = 0;
   consecutiveActions = 0;
   prevTool: string | undefined;
-  /** Steps, values and transitions dropped by the bounds. */
-  dropped = 0;
+  /** Steps and transitions dropped by the bounds (values: their maps' eviction counters). */
+  private droppedOwn = 0;
   /** Redaction marker of a value (see DetectorContext.secretMarker); unset when nothing is redacted. */
   secretMarker: ((value: string) => string) | undefined;
 
   constructor(
     readonly taskId: string,
     private readonly maxSteps: number,
-    maxValues: number,
-  ) {
-    this.values = new BoundedMap(maxValues, () => this.dropped++);
-    this.agentKeys = new BoundedMap(maxValues * 4, () => this.dropped++);
+    private readonly maxValues: number,
+  ) {}
+
+  /** Steps, values and transitions dropped by the bounds. */
+  get dropped(): number {
+    return this.droppedOwn + (this.valueMap?.evicted ?? 0) + (this.agentKeyMap?.evicted ?? 0);
+  }
+
+  /** The tracked value under a join key. */
+  value(key: string): TrackedValue | undefined {
+    return this.valueMap?.peek(key);
+  }
+
+  /** Every tracked value (one entry per join key). */
+  trackedValues(): Iterable<TrackedValue> {
+    return this.valueMap?.values() ?? [];
+  }
+
+  setValue(key: string, v: TrackedValue): void {
+    (this.valueMap ??= new BoundedMap(this.maxValues)).set(key, v);
+  }
+
+  /** Earliest event time the agent wrote a value with this key in its own arguments. */
+  agentKeyTime(key: string): number | undefined {
+    return this.agentKeyMap?.peek(key);
+  }
+
+  /** Notes that the agent wrote a value with this key at `time` (the earliest time is kept). */
+  noteAgentKey(key: string, time: number): void {
+    const m = (this.agentKeyMap ??= new BoundedMap(this.maxValues * 4));
+    m.set(key, Math.min(m.peek(key) ?? Number.POSITIVE_INFINITY, time));
   }
 
   pushStep(s: StepRecord): void {
     this.steps = append(this.steps, s);
     if (this.steps.length > this.maxSteps) {
       this.steps.shift();
-      this.dropped++;
+      this.droppedOwn++;
     }
   }
 
@@ -167,7 +195,7 @@ export class TaskState {
     const edges = (this.ownTransitions ??= new Map());
     const totals = (this.ownFromTotals ??= new Map());
     if (!edges.has(k) && edges.size >= this.maxSteps) {
-      this.dropped++;
+      this.droppedOwn++;
       return false;
     }
     edges.set(k, (edges.get(k) ?? 0) + 1);

@@ -475,7 +475,7 @@ describe('per-task state', () => {
     expect(ref).toEqual({ event_id: read.event_id, time: read.time, type: read.type, agent_id: 'a', workload_id: undefined, tool: { name: 'read_inbox' } });
     expect(state.actions.map((a) => a.event)).toEqual([ref]);
     expect(state.actions[0]?.event).toBe(ref);
-    const tracked = [...state.values.values()];
+    const tracked = [...state.trackedValues()];
     expect(tracked.length).toBeGreaterThan(0);
     for (const v of tracked) expect(v.source).toBe(ref);
 
