@@ -136,8 +136,17 @@ export const BlastRadiusConfigSchema = z.strictObject({
   max_evidence: z.number().int().positive().default(25),
   /** Distinct items remembered per task or identity and kind (LRU, counted); read from the base policy. Default 1 000. */
   max_items_per_scope: z.number().int().positive().default(1_000),
-  /** Tasks + identities scored at once (LRU, counted); read from the base policy. Default 20 000. */
+  /**
+   * Open tasks + identities scored at once (LRU, counted); read from the base policy. A closed task's
+   * scope moves to the `max_closed_tasks` buffer. Default 20 000.
+   */
   max_scopes: z.number().int().positive().default(20_000),
+  /**
+   * Closed tasks whose scope is still kept, for events delivered after the task closed (late
+   * events); the oldest closed go first, which is not reported as lost state. Read from the base
+   * policy. Default 2 000.
+   */
+  max_closed_tasks: z.number().int().positive().default(2_000),
 });
 
 /** Effective config of the blast-radius detector. */

@@ -142,6 +142,8 @@ function verbOf(action: string): string | undefined {
 /** The detector instance; exported for tests that inspect its bounded state. */
 export class BlastRadiusInstance implements DetectorInstance {
   private readonly scopes: BoundedMap<string, ScopeState>;
+  /** Scopes of closed tasks, kept a while for late events (see `max_closed_tasks`). */
+  private readonly closed: BoundedMap<string, ScopeState>;
   private itemsEvicted = 0;
   private readonly maxItems: number;
 
@@ -152,6 +154,7 @@ export class BlastRadiusInstance implements DetectorInstance {
     // Sizes come from the base policy: state is shared by all agents.
     const base = configFor('');
     this.scopes = new BoundedMap(base.max_scopes);
+    this.closed = new BoundedMap(base.max_closed_tasks);
     this.maxItems = base.max_items_per_scope;
   }
 
@@ -227,9 +230,27 @@ export class BlastRadiusInstance implements DetectorInstance {
 
   private readonly onItemEvicted = (): void => void this.itemsEvicted++;
 
+  /** A closed task's scope leaves the open ones, so finished tasks never push out running ones. */
+  onTaskClosed(task: TaskView): Finding[] {
+    const key = `task:${task.taskId}`;
+    const s = this.scopes.peek(key);
+    if (s) {
+      this.scopes.delete(key);
+      this.closed.set(key, s);
+    }
+    return [];
+  }
+
   private state(key: string): ScopeState {
     let s = this.scopes.get(key);
     if (!s) {
+      s = this.closed.peek(key);
+      if (s) {
+        // A late event of a closed task: its scope is open again.
+        this.closed.delete(key);
+        this.scopes.set(key, s);
+        return s;
+      }
       s = { resources: NO_ITEMS, dataClasses: NO_ITEMS, changes: NO_ITEMS, privileged: NO_ITEMS, capabilities: NO_CAPABILITY_ITEMS, emitted: undefined };
       this.scopes.set(key, s);
     }
@@ -244,7 +265,7 @@ export class BlastRadiusInstance implements DetectorInstance {
 
   private score(key: string, e: TimelineEvent, c: Contribution, cfg: BlastRadiusConfig, scope: 'task' | 'identity', name: string, out: Finding[]): void {
     const hasAny = c.resources.length > 0 || c.dataClasses.length > 0 || c.change !== undefined;
-    if (!hasAny && !this.scopes.has(key)) return;
+    if (!hasAny && !this.scopes.has(key) && !this.closed.has(key)) return;
     const s = this.state(key);
     const cutoff = e.time - cfg.window_ms;
     for (const m of [s.resources, s.dataClasses, s.changes, s.privileged, s.capabilities] as Array<BoundedMap<string, Item>>) prune(m, cutoff);

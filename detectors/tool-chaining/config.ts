@@ -345,8 +345,17 @@ export type BaselineConfig = z.infer<typeof BaselineConfigSchema>;
 
 /** Bounds on state. */
 export const LimitsConfigSchema = z.strictObject({
-  /** Tasks whose state is kept (LRU; the engine keeps its own timelines). Default 20000. */
+  /**
+   * Open tasks whose state is kept (LRU; the engine keeps its own timelines). Size it to the tasks
+   * running at once: a closed task's state moves to the `max_closed_tasks` buffer. Default 20000.
+   */
   max_tasks: z.number().int().positive().default(20_000),
+  /**
+   * Closed tasks whose state is still kept, for events the correlator delivers after closing the
+   * task (late events); the oldest closed go first. Their eviction is the normal end of a task and is
+   * not reported as lost state. Default 2000.
+   */
+  max_closed_tasks: z.number().int().positive().default(2_000),
   /** Untrusted values tracked per task (least recently introduced are evicted). Default 500. */
   max_values_per_task: z.number().int().positive().default(500),
   /** Tool calls remembered per task for sequences and late sources. Default 200. */

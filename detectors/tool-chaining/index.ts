@@ -50,7 +50,15 @@ export const TOOL_CHAINING_META: DetectorMeta = {
 const NO_CAPABILITIES: ReadonlySet<Capability> = new Set();
 
 class ToolChainingInstance implements DetectorInstance {
+  /** Open tasks. */
   private readonly tasks: BoundedMap<string, TaskState>;
+  /**
+   * Closed tasks, kept a while for late events. Apart from `tasks` so that the state of finished
+   * tasks leaves in order of closing and never pushes out an open task's (before, closed tasks stayed
+   * in `tasks` until the LRU evicted them, so a limit sized for the tasks running at once held that
+   * many tasks' state forever, finished or not).
+   */
+  private readonly closed: BoundedMap<string, TaskState>;
   private readonly baselines: BaselineStore;
 
   constructor(
@@ -60,6 +68,7 @@ class ToolChainingInstance implements DetectorInstance {
     const defaults = configFor('');
     this.baselines = new BaselineStore(defaults.baseline.max_agents);
     this.tasks = new BoundedMap(defaults.limits.max_tasks);
+    this.closed = new BoundedMap(defaults.limits.max_closed_tasks);
   }
 
   onEvent(event: TimelineEvent, task: TaskView): Finding[] {
@@ -129,13 +138,15 @@ class ToolChainingInstance implements DetectorInstance {
     const cfg = this.configFor(state.agentId);
     const lastTime = task.events[task.events.length - 1]?.time ?? 0;
     const out = closeWindows(state, cfg.sequences, cfg.injection.high_score, { closing: true, time: lastTime });
-    // The state stays in the LRU: events of the task still in flight (or late) are then joined to what
-    // the task already saw instead of starting from nothing.
+    // The state moves to the closed buffer rather than being dropped: events of the task still in
+    // flight (or late) are then joined to what the task already saw instead of starting from nothing.
+    this.tasks.delete(task.taskId);
+    this.closed.set(task.taskId, state);
     return this.build(out);
   }
 
   private stateOf(taskId: string, event: TimelineEvent): TaskState {
-    let st = this.tasks.get(taskId);
+    let st = this.tasks.get(taskId) ?? this.reopen(taskId);
     if (!st) {
       const agentId = event.agent_id ?? '';
       const cfg = this.configFor(agentId);
@@ -144,6 +155,15 @@ class ToolChainingInstance implements DetectorInstance {
       st.secretMarker = this.ctx.secretMarker;
       this.tasks.set(taskId, st);
     } else if (!st.agentId && event.agent_id) st.agentId = event.agent_id;
+    return st;
+  }
+
+  /** A closed task's state back among the open ones (a late event arrived for it). */
+  private reopen(taskId: string): TaskState | undefined {
+    const st = this.closed.peek(taskId);
+    if (!st) return undefined;
+    this.closed.delete(taskId);
+    this.tasks.set(taskId, st);
     return st;
   }
 
