@@ -113,7 +113,8 @@ export async function startCorrelatorService(cfg: Readonly<Config>, log: Logger)
   const store = await openStore(cfg, log, metrics);
   const bus = createBus(cfg, log, metrics, { durable: true });
   await bus.start();
-  const stage = new CorrelatorStage({ bus, store, cfg: cfg.correlator, log, metrics, wallClock: true });
+  // The detector service learns of task closes from markers on the timeline topic.
+  const stage = new CorrelatorStage({ bus, store, cfg: cfg.correlator, log, metrics, wallClock: true, publishTaskCloses: true });
   await stage.start();
   const lagTimer = exportLag(metrics, 'correlator', () => stage.lag());
   return withHttp('correlator', cfg, log, metrics, {

@@ -254,6 +254,28 @@ export const TimelineEventSchema = CanonicalEventSchema.extend({
 });
 export type TimelineEvent = z.infer<typeof TimelineEventSchema>;
 
+/**
+ * A control record on the timeline topic: the correlator closed this task (its end plus the
+ * linger, or its idle timeout). In distributed mode the correlator publishes it after the task's
+ * events, keyed by the task id, so it follows them on the task's partition; the detector service
+ * then runs close-time rules (absence windows) and releases the task's state. The embedded
+ * pipeline calls the detector stage directly and publishes none.
+ */
+export const TaskClosedMarkerSchema = z.strictObject({
+  control: z.literal('task_closed'),
+  task_id: z.string().min(1),
+});
+export type TaskClosedMarker = z.infer<typeof TaskClosedMarkerSchema>;
+
+/** What the timeline topic carries: resolved events, and task-closed markers. */
+export const TimelineMessageSchema = z.union([TimelineEventSchema, TaskClosedMarkerSchema]);
+export type TimelineMessage = z.infer<typeof TimelineMessageSchema>;
+
+/** True for a task-closed marker, false for an event. */
+export function isTaskClosedMarker(m: TimelineMessage): m is TaskClosedMarker {
+  return 'control' in m;
+}
+
 /** A credential bound to a task and workload (the `bindings` table and compacted topic). */
 export const CredentialBindingSchema = z.object({
   credential_id: z.string().min(1),

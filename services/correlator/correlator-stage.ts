@@ -25,6 +25,12 @@ export interface CorrelatorStageDeps {
   /** Told which tasks closed, after their events are stored (the embedded detector uses it). */
   onTasksClosed?: (taskIds: readonly string[]) => Promise<void>;
   /**
+   * Publish a task-closed marker on the timeline topic for each task that closes, after its events
+   * (distributed mode: the detector service is another process and learns of closes only from the
+   * topic). Default false.
+   */
+  publishTaskCloses?: boolean;
+  /**
    * Batches whose output may be in storage or on its way downstream at once, while the next batch
    * is correlated. Default `cfg.maxInFlight`; 1 handles one batch at a time.
    */
@@ -282,6 +288,15 @@ export class CorrelatorStage {
       } catch (err) {
         this.log.error({ err: errorMessage(err), tasks: out.closedTasks.length }, 'close-time evaluation failed');
       }
+    }
+    if (out.closedTasks.length > 0 && this.deps.publishTaskCloses) {
+      // Keyed by task id: on the task's partition, after the events this output and earlier ones
+      // published for it (outputs finish in order). Retried until done or stopping; a marker lost
+      // at shutdown costs the detector that task's close-time rules, never stored data.
+      const markers = out.closedTasks.map((id) => ({ key: id, value: { control: 'task_closed' as const, task_id: id } }));
+      await this.retrying('publish task closes', () => this.deps.bus.publish(TOPIC.timeline, markers)).catch((err: unknown) =>
+        this.log.warn({ err: errorMessage(err), tasks: markers.length }, 'task-closed markers not published'),
+      );
     }
     try {
       await this.commit();

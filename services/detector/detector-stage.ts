@@ -1,6 +1,6 @@
 import { deadLetterUndecodable, storeOrDeadLetter } from '../dead-letters.ts';
 import type { Bus, MessageBatch, Subscription } from '../../shared/bus/bus.ts';
-import { EVENT_TYPE, type TimelineEvent } from '../../shared/event.ts';
+import { EVENT_TYPE, isTaskClosedMarker, type TimelineEvent } from '../../shared/event.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import { BoundedMap } from '../../shared/lru.ts';
 import type { Finding } from '../../shared/finding.ts';
@@ -118,12 +118,20 @@ export class DetectorStage {
 
   private async handle(batch: MessageBatch<typeof TOPIC.timeline>): Promise<void> {
     const { store, bus, engine, metrics } = this.deps;
-    metrics.counter('runtrail_events_in_total', 'Events consumed, by stage and topic').inc({ stage: 'detector', topic: batch.topic }, batch.messages.length);
+    const events: TimelineEvent[] = [];
+    const closed: string[] = [];
+    for (const m of batch.messages) {
+      if (isTaskClosedMarker(m.value)) closed.push(m.value.task_id);
+      else events.push(m.value);
+    }
+    metrics.counter('runtrail_events_in_total', 'Events consumed, by stage and topic').inc({ stage: 'detector', topic: batch.topic }, events.length);
     await deadLetterUndecodable('detector', batch.undecodable, { store, bus, metrics });
-    const events = batch.messages.map((m) => m.value);
     this.batchSizes.observe(events.length, { stage: 'detector' });
     const recovered = await this.recover(events);
     const found = engine.process(events);
+    // Task-closed markers (distributed mode) follow their task's events on its partition; a late
+    // event of the task in the same batch only reopens what the close releases.
+    if (closed.length > 0) found.push(...engine.close(closed));
     this.observeLatency(found, events);
     this.noteEvictions();
     const emitted = this.emit([...recovered, ...found]);

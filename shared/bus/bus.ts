@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CanonicalEventSchema, CredentialBindingSchema, TimelineEventSchema } from '../event.ts';
+import { CanonicalEventSchema, CredentialBindingSchema, TimelineMessageSchema } from '../event.ts';
 import { FindingSchema } from '../finding.ts';
 import { TOPIC, type TopicId } from '../names.ts';
 
@@ -49,7 +49,7 @@ export const TOPIC_SCHEMAS = {
   [TOPIC.eventsWorkload]: CanonicalEventSchema,
   [TOPIC.eventsResource]: CanonicalEventSchema,
   [TOPIC.bindings]: CredentialBindingSchema,
-  [TOPIC.timeline]: TimelineEventSchema,
+  [TOPIC.timeline]: TimelineMessageSchema,
   [TOPIC.findings]: FindingSchema,
   [TOPIC.alerts]: AlertDeliverySchema,
   [TOPIC.deadLetter]: DeadLetterSchema,

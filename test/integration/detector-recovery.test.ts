@@ -1,4 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { decodePayload } from '../../shared/bus/bus.ts';
 import { LocalBus } from '../../shared/bus/local-bus.ts';
 import type { Finding } from '../../shared/finding.ts';
 import { silentLogger } from '../../shared/logger.ts';
@@ -108,5 +109,45 @@ describe('detector restart recovery', () => {
     await second.bus.publish(TOPIC.timeline, [{ key: 'task-recover-3', value: later }]);
     await settled(second.bus, second.stage);
     expect(second.findings.filter((f) => before.some((b) => b.id === f.id))).toEqual([]);
+  });
+});
+
+/**
+ * Distributed mode: the detector service is another process than the correlator and learns that a
+ * task closed only from a task-closed marker on the timeline topic, published after the task's
+ * events. Close-time rules (a sequence whose absence step is judged when the task closes) depend
+ * on it, and so does releasing the task's detector state.
+ */
+describe('task-closed markers on the timeline topic', () => {
+  const grant = (task: string) => [
+    taskStart({ id: `${task}-start`, task, agent: AGENT, time: T, input: 'Give the contractor read access to the design-system repo.' }),
+    toolCall({ id: `${task}-grant`, task, agent: AGENT, time: T + 4000, tool: 'grant_repo_access', args: { repo: 'design-system', user: 'jdoe-contractor', role: 'read' }, result: 'granted' }),
+  ];
+  const notRevoked = (fs: readonly Finding[]) => fs.filter((f) => f.rule === 'sequence' && f.join_keys.sequence === 'access-granted-not-revoked');
+
+  it('run the close-time rules of the task they name, once, and only when the marker arrives', async () => {
+    const { bus, findings, stage } = await startDetector(0);
+    const events = grant('task-close-1');
+    await bus.publish(TOPIC.timeline, events.map((e) => ({ key: 'task-close-1', value: e })));
+    await settled(bus, stage);
+    // The grant's absence window (60 min, 200 steps) is still open: nothing to report yet.
+    expect(notRevoked(findings)).toEqual([]);
+
+    await bus.publish(TOPIC.timeline, [{ key: 'task-close-1', value: { control: 'task_closed', task_id: 'task-close-1' } }]);
+    await settled(bus, stage);
+    // Its evidence is the grant that was never followed by a revocation.
+    expect(notRevoked(findings).map((f) => [f.task_id, f.evidence])).toEqual([['task-close-1', [events[1]?.event_id]]]);
+    expect((await store.findings('task-close-1')).filter((f) => f.rule === 'sequence')).toHaveLength(1);
+
+    // A marker for a task the detector never saw (another instance had it, or it was evicted) is harmless.
+    await bus.publish(TOPIC.timeline, [{ key: 'task-unknown', value: { control: 'task_closed', task_id: 'task-unknown' } }]);
+    await settled(bus, stage);
+    expect(notRevoked(findings)).toHaveLength(1);
+  });
+
+  it('are decoded from the topic by their own schema, and a malformed one is refused with its field', () => {
+    expect(decodePayload(TOPIC.timeline, JSON.stringify({ control: 'task_closed', task_id: 't-1' }))).toEqual({ ok: true, value: { control: 'task_closed', task_id: 't-1' } });
+    const bad = decodePayload(TOPIC.timeline, JSON.stringify({ control: 'task_closed', task_id: '' }));
+    expect(bad.ok).toBe(false);
   });
 });

@@ -116,4 +116,33 @@ describe('detector process on a real broker', () => {
     expect(Number(dupes[0]?.n)).toBe(0);
     await store.shutdown();
   }, 240_000);
+  it('runs close-time rules when a task-closed marker follows the task on the timeline topic', async () => {
+    const run = runId();
+    const topics = topicsFor(run);
+    const database = `${run}_close`;
+    const cfgFile = writeConfig(h.dir, `${run}-close`, kafkaConfigInput(run, join(h.dir, run), { storage: { clickhouseUrl: h.chdb.url, database, batchMaxDelayMs: 50 } }));
+    const task = `${run}-grant`;
+    const events = [
+      taskStart({ id: `${task}-s`, task, agent: 'ops-assistant', time: T0, input: 'Give the contractor read access to the design-system repo.' }),
+      toolCall({ id: `${task}-g`, task, agent: 'ops-assistant', time: T0 + 4000, tool: 'grant_repo_access', args: { repo: 'design-system', user: 'jdoe-contractor', role: 'read' }, result: 'granted' }),
+    ];
+    const store = h.store(database);
+    await store.start();
+    await store.insertEvents(events);
+    const det = await h.start('detector', cfgFile);
+    const timeline = topics[TOPIC.timeline] as string;
+    await produce(timeline, events);
+    const sequences = async (): Promise<number> =>
+      Number((await store.querySql("SELECT count() AS n FROM findings FINAL WHERE rule = 'sequence' AND task_id = {task:String}", { task }))[0]?.n);
+    // Open window, task not closed: the detector has nothing to say about the grant yet.
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(await sequences()).toBe(0);
+    // The correlator's marker, as it publishes it (keyed by the task, after the task's events).
+    await producer.send({ topic: timeline, acks: -1, messages: [{ key: task, value: JSON.stringify({ control: 'task_closed', task_id: task }) }] });
+    await waitFor(sequences, (n) => n === 1, 60_000);
+    const rows = await store.querySql('SELECT evidence FROM findings FINAL WHERE task_id = {task:String}', { task });
+    expect(rows.map((r) => r.evidence)).toEqual([[events[1]?.event_id]]);
+    expect(await det.stop()).toBe(0);
+    await store.shutdown();
+  }, 120_000);
 });

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Bus, PartitionOffset, SubscribeOptions, Subscription } from '../../shared/bus/bus.ts';
 import { LocalBus } from '../../shared/bus/local-bus.ts';
 import { CorrelatorConfigSchema } from '../../shared/config.ts';
-import { CanonicalEventSchema, type CanonicalEvent, type TimelineEvent } from '../../shared/event.ts';
+import { CanonicalEventSchema, isTaskClosedMarker, type CanonicalEvent, type TimelineEvent } from '../../shared/event.ts';
 import { eventId } from '../../shared/ids.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { MetricsRegistry } from '../../shared/metrics.ts';
@@ -88,7 +88,7 @@ afterEach(async () => {
   for (const s of stages.splice(0)) await s.shutdown();
 });
 
-function setup(extra: { timelineHandled?: () => Promise<void> } = {}) {
+function setup(extra: { timelineHandled?: () => Promise<void>; publishTaskCloses?: boolean } = {}) {
   const local = new LocalBus({ dir: null, fsync: false, maxBatch: 3, maxBacklog: 10_000, segmentBytes: 1 << 20, log: silentLogger() });
   const store = new GatedStore();
   const commits: Array<{ offset: number; storedAtCommit: number }> = [];
@@ -113,7 +113,7 @@ describe('CorrelatorStage pipelined commits', () => {
     const { local, store, commits, stage } = setup();
     const timeline: string[] = [];
     await local.start();
-    await local.subscribe({ topics: [TOPIC.timeline], onBatch: async (b) => void timeline.push(...b.messages.map((m) => m.value.event_id)) });
+    await local.subscribe({ topics: [TOPIC.timeline], onBatch: async (b) => void timeline.push(...b.messages.map((m) => (isTaskClosedMarker(m.value) ? `closed:${m.value.task_id}` : m.value.event_id))) });
     await stage.start();
 
     const a = [agentEvent('ta'), agentEvent('ta'), agentEvent('ta')];
@@ -167,4 +167,31 @@ describe('CorrelatorStage pipelined commits', () => {
     await stage.idle();
     expect(stage.inFlightOutputs).toBe(0);
   });
+  for (const publish of [true, false]) {
+    it(`${publish ? 'publishes' : 'with publishTaskCloses off publishes no'} task-closed marker${publish ? ' on the timeline after the task\'s events' : ''} when a task closes`, async () => {
+      const { local, store, stage } = setup({ publishTaskCloses: publish });
+      const timeline: string[] = [];
+      await local.start();
+      await local.subscribe({ topics: [TOPIC.timeline], onBatch: async (b) => void timeline.push(...b.messages.map((m) => (isTaskClosedMarker(m.value) ? `closed:${m.value.task_id}` : m.value.task_id))) });
+      await stage.start();
+      const task = publish ? 'tm-on' : 'tm-off';
+      await local.publish(SOURCE_TOPIC.agent, [agentEvent(task), agentEvent(task)].map((e) => ({ key: task, value: { ...e, ingested_at: T0 } })));
+      await until(() => store.calls.length === 1);
+      store.calls[0]?.release();
+      await until(() => timeline.length === 2);
+      // The task is still open: nothing says it closed.
+      await settle();
+      expect(timeline).toEqual([task, task]);
+      // Closing every open task (as at the end of its linger); its output's inserts go through too.
+      const closing = stage.tick(true);
+      for (let i = 0; i < 20 && store.calls.some((c) => !c.rows.every((r) => store.stored.has(r.event_id))); i++) {
+        for (const c of store.calls) c.release();
+        await settle();
+      }
+      await closing;
+      await stage.idle();
+      await settle();
+      expect(timeline).toEqual(publish ? [task, task, `closed:${task}`] : [task, task]);
+    });
+  }
 });
