@@ -7,6 +7,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { z } from 'zod';
 import { nodeOptionsFlags, type Config } from '../../shared/config.ts';
+import { sampleThreads, threadCpuBetween } from './thread-cpu.ts';
 import { BackpressureError, RuntrailError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { TABLE } from '../../shared/names.ts';
@@ -136,6 +137,12 @@ export interface BenchResult {
    * `elapsed_s`. Null when alerting is off.
    */
   alerts: { delivered: number; dead: number; done_s_after_pipeline: number } | null;
+  /**
+   * CPU seconds of the timed part by thread group (Linux `/proc`; null elsewhere): the main thread,
+   * the other Node threads (parse workers, GC helpers, libuv), the embedded engine's threads; their
+   * total, the cores that kept busy on average, and microseconds of CPU per event.
+   */
+  cpu: { main_s: number; node_threads_s: number; engine_s: number; total_s: number; cores_busy: number; us_per_event: number } | null;
   /** Peak resident set size over the run (sampled every 100 ms). */
   rss_mb: number;
   peak_open_tasks: number;
@@ -439,6 +446,10 @@ async function measure(
   const profiler = opts.cpuProfile === undefined ? undefined : new CpuProfiler();
   await profiler?.start();
   const t0 = performance.now();
+  // CPU by thread over the timed part (the memory measurement at idle left out, like its time).
+  const cpuAt: { t0?: ReturnType<typeof sampleThreads>; idle?: ReturnType<typeof sampleThreads>; final?: ReturnType<typeof sampleThreads>; end?: ReturnType<typeof sampleThreads> } = {
+    t0: sampleThreads(),
+  };
   let last = { t: t0, published: 0, stored: 0 };
   const progress = setInterval(() => {
     const heap = process.memoryUsage().heapUsed;
@@ -524,6 +535,7 @@ async function measure(
     // Alert delivery runs beside the pipeline and is timed on its own, below.
     await pipeline.drain(false, { alerts: false });
     idleAt = performance.now();
+    cpuAt.idle = sampleThreads();
 
     // Everything is consumed and stored; tasks not yet past their linger are still open. Measure
     // what they hold. The pipeline has no work now, so pausing here does not change the result.
@@ -543,6 +555,7 @@ async function measure(
     sampling = true;
 
     finalStart = performance.now();
+    cpuAt.final = sampleThreads();
     await pipeline.drain(true, { alerts: false });
   } catch (err) {
     profiler?.dispose();
@@ -552,11 +565,29 @@ async function measure(
     clearInterval(progress);
   }
   const end = performance.now();
+  cpuAt.end = sampleThreads();
   if (profiler && opts.cpuProfile !== undefined) {
     await profiler.stop(opts.cpuProfile);
     opts.onPhase?.(`CPU profile of the timed part written to ${opts.cpuProfile}`);
   }
   const elapsedS = (idleAt - t0 + (end - finalStart)) / 1000;
+  const cpuRun = threadCpuBetween(cpuAt.t0, cpuAt.idle);
+  const cpuFinal = threadCpuBetween(cpuAt.final, cpuAt.end);
+  let cpu: BenchResult['cpu'] = null;
+  if (cpuRun && cpuFinal) {
+    const main = cpuRun.main_s + cpuFinal.main_s;
+    const nodeThreads = cpuRun.node_threads_s + cpuFinal.node_threads_s;
+    const engine = cpuRun.engine_s + cpuFinal.engine_s;
+    const total = main + nodeThreads + engine;
+    cpu = {
+      main_s: round(main, 1),
+      node_threads_s: round(nodeThreads, 1),
+      engine_s: round(engine, 1),
+      total_s: round(total, 1),
+      cores_busy: round(total / Math.max(elapsedS, 0.001), 2),
+      us_per_event: Math.round((total * 1e6) / Math.max(1, published)),
+    };
+  }
   let alerts: BenchResult['alerts'] = null;
   if (pipeline.alerter) {
     await pipeline.drain(false);
@@ -586,6 +617,7 @@ async function measure(
     p99_attributed_ms: latency.p99_attributed,
     finding_latency: findingLatency,
     alerts,
+    cpu,
     rss_mb: round(peaks.rss / MB, 1),
     peak_open_tasks: peaks.openTasks,
     mode: 'embedded',
@@ -748,6 +780,13 @@ export function formatBenchTable(r: BenchResult): string {
         `${r.timing.parse_workers > 0 ? ` on ${r.timing.parse_workers} worker thread${r.timing.parse_workers === 1 ? '' : 's'}` : ''})`,
     ],
     ['throughput', `${n(r.events_per_s)} events/s end to end (parse to stored)`],
+    [
+      'cpu by thread',
+      r.cpu === null
+        ? 'n/a (needs Linux /proc)'
+        : `main ${r.cpu.main_s} s, other Node threads ${r.cpu.node_threads_s} s, ClickHouse engine ${r.cpu.engine_s} s: ` +
+          `${r.cpu.total_s} s, ${r.cpu.cores_busy} cores busy on average, ${n(r.cpu.us_per_event)} µs of CPU per event`,
+    ],
     [
       'arrival->stored',
       `p50 ${n(r.p50_ms)} ms, p99 ${n(r.p99_ms)} ms, max ${n(r.max_ms)} ms; p99 of attributed events ${n(r.p99_attributed_ms)} ms ` +
