@@ -159,6 +159,8 @@ export interface BenchResult {
     seed: number;
     noise_ratio: number;
     attack_ratio: number;
+    /** Bodies were read back from a spool file during the run instead of held in memory. */
+    spool: boolean;
   };
   /**
    * Injected attacks and the tasks flagged by a finding of severity high or critical: how many
@@ -631,6 +633,7 @@ async function measure(
       seed: opts.seed,
       noise_ratio: noiseRatio,
       attack_ratio: opts.attackRatio ?? 0.01,
+      spool: opts.spool === true,
     },
     detection,
     timing: {
@@ -814,7 +817,11 @@ export function formatBenchTable(r: BenchResult): string {
         ? 'alerting off'
         : `${n(r.alerts.delivered)} delivered, ${n(r.alerts.dead)} dead-lettered; all due deliveries done ${r.alerts.done_s_after_pipeline} s after the pipeline (not in elapsed)`,
     ],
-    ['peak RSS', `${n(r.rss_mb)} MiB (baseline ${n(r.memory.baseline_rss_mb)} MiB, bodies ${n(r.memory.bodies_mb)} MiB); peak heap ${n(r.memory.peak_heap_mb)} MiB`],
+    [
+      'peak RSS',
+      `${n(r.rss_mb)} MiB (baseline ${n(r.memory.baseline_rss_mb)} MiB, ` +
+        `${r.scale.spool ? 'bodies spooled to disk, read one chunk ahead' : `bodies ${n(r.memory.bodies_mb)} MiB`}); peak heap ${n(r.memory.peak_heap_mb)} MiB`,
+    ],
     ['open tasks', `peak ${n(r.peak_open_tasks)}; ${n(r.memory.idle_open_tasks)} open at idle`],
     [
       'per open task',
