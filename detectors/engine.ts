@@ -169,6 +169,13 @@ export class DetectorEngine {
     return out;
   }
 
+  /** Non-zero evictions keyed by the policy setting to raise, `detectors.<id>.<limit>`. */
+  stateEvictionsByPolicyPath(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const e of this.stateEvictions()) if (e.evicted > 0) out[`detectors.${e.detector}.${e.limit}`] = e.evicted;
+    return out;
+  }
+
   /** Events held across all task windows. */
   get eventCount(): number {
     return this.held;

@@ -11,6 +11,16 @@ export type EvidenceEvent = Pick<TimelineEvent, 'event_id' | 'time' | 'type' | '
   readonly tool?: { readonly name: string } | undefined;
 };
 
+/**
+ * The evidence copy of an event, for detectors that hold evidence for a while (per task, scope or
+ * credential): a fixed six-field shape, ~100 B with its tool object, where a spread of the whole
+ * event is ~45 fields. Per-task state is what bounds how many concurrent tasks a detector can
+ * follow (docs/performance.md), so hold one copy per event and share it.
+ */
+export function evidenceCopy(e: TimelineEvent): EvidenceEvent {
+  return { event_id: e.event_id, time: e.time, type: e.type, agent_id: e.agent_id, workload_id: e.workload_id, tool: e.tool ? { name: e.tool.name } : undefined };
+}
+
 /** What a detector states about one finding; the builder fills in ids, tags and identities. */
 export interface FindingInput {
   rule: string;

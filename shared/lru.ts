@@ -193,3 +193,64 @@ function* chain<T>(a: IterableIterator<T>, b: IterableIterator<T>): IterableIter
   yield* a;
   yield* b;
 }
+
+/**
+ * Per-task state that tells running tasks from finished ones: open entries live in a bounded LRU
+ * sized for the tasks running at once, and closing a task moves its entry to a smaller buffer of
+ * closed ones, kept for late events (which reopen it) and dropped oldest-closed first. So finished
+ * tasks never push out a running one, and a limit sized for concurrency does not keep every
+ * finished task's state. Only evictions of open entries count as lost state ({@link evicted}).
+ */
+export class ClosingMap<K, V> {
+  private readonly open: BoundedMap<K, V>;
+  private readonly closed: BoundedMap<K, V>;
+
+  constructor(maxOpen: number, maxClosed: number) {
+    this.open = new BoundedMap(maxOpen);
+    this.closed = new BoundedMap(maxClosed);
+  }
+
+  /** Open entries evicted to stay within `maxOpen`. */
+  get evicted(): number {
+    return this.open.evicted;
+  }
+
+  /** Open entries. */
+  get size(): number {
+    return this.open.size;
+  }
+
+  /** An open entry (marked recently used), or a closed one, which becomes open again. */
+  get(key: K): V | undefined {
+    const v = this.open.get(key);
+    if (v !== undefined) return v;
+    const c = this.closed.peek(key);
+    if (c === undefined) return undefined;
+    this.closed.delete(key);
+    this.open.set(key, c);
+    return c;
+  }
+
+  /** An open entry without changing its recency; closed ones are not returned. */
+  peekOpen(key: K): V | undefined {
+    return this.open.peek(key);
+  }
+
+  /** Whether the key is held, open or closed. */
+  has(key: K): boolean {
+    return this.open.has(key) || this.closed.has(key);
+  }
+
+  set(key: K, value: V): void {
+    this.open.set(key, value);
+  }
+
+  /** Moves an open entry to the closed buffer; returns it, or undefined when it was not open. */
+  close(key: K): V | undefined {
+    const v = this.open.peek(key);
+    if (v === undefined) return undefined;
+    this.open.delete(key);
+    this.closed.set(key, v);
+    return v;
+  }
+}

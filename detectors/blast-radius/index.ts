@@ -2,10 +2,10 @@ import { matchesAnyGlob } from '../../shared/glob.ts';
 import { EVENT_TYPE, type TimelineEvent } from '../../shared/event.ts';
 import type { Finding, Severity } from '../../shared/finding.ts';
 import { contentHash } from '../../shared/ids.ts';
-import { BoundedMap } from '../../shared/lru.ts';
+import { BoundedMap, ClosingMap } from '../../shared/lru.ts';
 import { ACTION_CAPABILITIES, nameTokens, type Capability, type ToolCatalog } from '../catalog/tool-catalog.ts';
 import type { Detector, DetectorInstance, DetectorMeta, TaskView } from '../detector.ts';
-import { makeFinding, type EvidenceEvent } from '../finding-builder.ts';
+import { evidenceCopy, makeFinding, type EvidenceEvent } from '../finding-builder.ts';
 import { BlastRadiusConfigSchema, type BlastRadiusConfig } from './config.ts';
 import { BLAST_RADIUS_FIXTURES } from './fixtures.ts';
 import { rewriteIdentity } from '../identity-rewrites.ts';
@@ -123,15 +123,6 @@ function taskAgent(task: TaskView): string {
   return '';
 }
 
-/**
- * Evidence copies keep what a finding cites of an event (ids, time, identities): items are held for a
- * whole window in up to `max_scopes` scopes, and a fixed six-field object is a fifth of a copy of
- * the whole event without its texts.
- */
-function slim(e: TimelineEvent): EvidenceEvent {
-  return { event_id: e.event_id, time: e.time, type: e.type, agent_id: e.agent_id, workload_id: e.workload_id, tool: e.tool ? { name: e.tool.name } : undefined };
-}
-
 /** The verb of an action: `s3:GetObject` -> `get`, `dynamodb:BatchGetItem` -> `get`, `k8s:get` -> `get`. */
 function verbOf(action: string): string | undefined {
   const name = action.includes(':') ? action.slice(action.indexOf(':') + 1) : action;
@@ -141,9 +132,8 @@ function verbOf(action: string): string | undefined {
 
 /** The detector instance; exported for tests that inspect its bounded state. */
 export class BlastRadiusInstance implements DetectorInstance {
-  private readonly scopes: BoundedMap<string, ScopeState>;
-  /** Scopes of closed tasks, kept a while for late events (see `max_closed_tasks`). */
-  private readonly closed: BoundedMap<string, ScopeState>;
+  /** Open tasks' and identities' scopes (`max_scopes`) and, for late events, closed tasks' (`max_closed_tasks`). */
+  private readonly scopes: ClosingMap<string, ScopeState>;
   private itemsEvicted = 0;
   private readonly maxItems: number;
 
@@ -153,8 +143,7 @@ export class BlastRadiusInstance implements DetectorInstance {
   ) {
     // Sizes come from the base policy: state is shared by all agents.
     const base = configFor('');
-    this.scopes = new BoundedMap(base.max_scopes);
-    this.closed = new BoundedMap(base.max_closed_tasks);
+    this.scopes = new ClosingMap(base.max_scopes, base.max_closed_tasks);
     this.maxItems = base.max_items_per_scope;
   }
 
@@ -232,25 +221,14 @@ export class BlastRadiusInstance implements DetectorInstance {
 
   /** A closed task's scope leaves the open ones, so finished tasks never push out running ones. */
   onTaskClosed(task: TaskView): Finding[] {
-    const key = `task:${task.taskId}`;
-    const s = this.scopes.peek(key);
-    if (s) {
-      this.scopes.delete(key);
-      this.closed.set(key, s);
-    }
+    this.scopes.close(`task:${task.taskId}`);
     return [];
   }
 
   private state(key: string): ScopeState {
+    // A late event of a closed task finds its scope again (reopened).
     let s = this.scopes.get(key);
     if (!s) {
-      s = this.closed.peek(key);
-      if (s) {
-        // A late event of a closed task: its scope is open again.
-        this.closed.delete(key);
-        this.scopes.set(key, s);
-        return s;
-      }
       s = { resources: NO_ITEMS, dataClasses: NO_ITEMS, changes: NO_ITEMS, privileged: NO_ITEMS, capabilities: NO_CAPABILITY_ITEMS, emitted: undefined };
       this.scopes.set(key, s);
     }
@@ -265,7 +243,7 @@ export class BlastRadiusInstance implements DetectorInstance {
 
   private score(key: string, e: TimelineEvent, c: Contribution, cfg: BlastRadiusConfig, scope: 'task' | 'identity', name: string, out: Finding[]): void {
     const hasAny = c.resources.length > 0 || c.dataClasses.length > 0 || c.change !== undefined;
-    if (!hasAny && !this.scopes.has(key) && !this.closed.has(key)) return;
+    if (!hasAny && !this.scopes.has(key)) return;
     const s = this.state(key);
     const cutoff = e.time - cfg.window_ms;
     for (const m of [s.resources, s.dataClasses, s.changes, s.privileged, s.capabilities] as Array<BoundedMap<string, Item>>) prune(m, cutoff);
@@ -277,7 +255,7 @@ export class BlastRadiusInstance implements DetectorInstance {
         if (e.time > cur.time) s[category].set(k, { ...cur, time: e.time });
         return;
       }
-      ev ??= slim(e);
+      ev ??= evidenceCopy(e);
       this.writable(s, category).set(k, { time: e.time, event: ev });
     };
     for (const r of c.resources) touch('resources', r);
@@ -292,7 +270,7 @@ export class BlastRadiusInstance implements DetectorInstance {
           if (e.time > cur.time) s.capabilities.set(k, { ...cur, time: e.time });
           continue;
         }
-        ev ??= slim(e);
+        ev ??= evidenceCopy(e);
         this.writable(s, 'capabilities').set(k, { time: e.time, event: ev, capability: cap });
       }
     }
@@ -398,7 +376,7 @@ function topEvidence(s: ScopeState, cfg: BlastRadiusConfig, current: TimelineEve
     seen.add(r.e.event_id);
     out.push(r.e);
   }
-  out.push(slim(current));
+  out.push(evidenceCopy(current));
   return out;
 }
 

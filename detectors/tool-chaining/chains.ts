@@ -1,6 +1,6 @@
-import type { FindingInput } from '../finding-builder.ts';
+import type { EvidenceEvent, FindingInput } from '../finding-builder.ts';
 import type { ChainsConfig } from './config.ts';
-import type { EvidenceRef, StepRecord, TaskState } from './task-state.ts';
+import type { StepRecord, TaskState } from './task-state.ts';
 
 /**
  * Rules `chain-too-long`, `action-chain-too-long` and `chain-too-fast`: chains longer or faster than
@@ -14,7 +14,7 @@ export const CHAIN_FAST_RULE = 'chain-too-fast';
 /** Evidence kept for a chain finding (first and latest calls). */
 const MAX_EVIDENCE = 12;
 
-function evidenceOf(steps: readonly StepRecord[]): EvidenceRef[] {
+function evidenceOf(steps: readonly StepRecord[]): EvidenceEvent[] {
   if (steps.length <= MAX_EVIDENCE) return steps.map((s) => s.event);
   return [steps[0] as StepRecord, ...steps.slice(-(MAX_EVIDENCE - 1))].map((s) => s.event);
 }

@@ -1,16 +1,16 @@
 import { ACTION_CAPABILITIES, argumentNames, inferFromName, type Capability } from '../catalog/tool-catalog.ts';
 import type { Detector, DetectorContext, DetectorInstance, DetectorMeta, TaskView } from '../detector.ts';
-import { makeFinding, type FindingInput } from '../finding-builder.ts';
+import { evidenceCopy, makeFinding, type FindingInput } from '../finding-builder.ts';
 import { EVENT_TYPE, type TimelineEvent } from '../../shared/event.ts';
 import type { Finding } from '../../shared/finding.ts';
-import { BoundedMap } from '../../shared/lru.ts';
+import { ClosingMap } from '../../shared/lru.ts';
 import { BaselineStore } from './baseline.ts';
 import { ACTION_CHAIN_RULE, CHAIN_FAST_RULE, CHAIN_LONG_RULE, onChainStep } from './chains.ts';
 import { ToolChainingConfigSchema, type ToolChainingConfig } from './config.ts';
 import { fixtures } from './fixtures.ts';
 import { INJECTION_RULE, observeTaskStart, onToolCall } from './injection.ts';
 import { SEQUENCE_RULE, closeWindows, onStep } from './sequences.ts';
-import { TaskState, evidenceRef, type StepRecord } from './task-state.ts';
+import { TaskState, type StepRecord } from './task-state.ts';
 import { TRANSITION_RULE, onTransition } from './transitions.ts';
 
 export type { ToolChainingConfig } from './config.ts';
@@ -50,15 +50,8 @@ export const TOOL_CHAINING_META: DetectorMeta = {
 const NO_CAPABILITIES: ReadonlySet<Capability> = new Set();
 
 class ToolChainingInstance implements DetectorInstance {
-  /** Open tasks. */
-  private readonly tasks: BoundedMap<string, TaskState>;
-  /**
-   * Closed tasks, kept a while for late events. Apart from `tasks` so that the state of finished
-   * tasks leaves in order of closing and never pushes out an open task's (before, closed tasks stayed
-   * in `tasks` until the LRU evicted them, so a limit sized for the tasks running at once held that
-   * many tasks' state forever, finished or not).
-   */
-  private readonly closed: BoundedMap<string, TaskState>;
+  /** Open tasks (`limits.max_tasks`) and, for late events, closed ones (`limits.max_closed_tasks`). */
+  private readonly tasks: ClosingMap<string, TaskState>;
   private readonly baselines: BaselineStore;
 
   constructor(
@@ -67,15 +60,14 @@ class ToolChainingInstance implements DetectorInstance {
   ) {
     const defaults = configFor('');
     this.baselines = new BaselineStore(defaults.baseline.max_agents);
-    this.tasks = new BoundedMap(defaults.limits.max_tasks);
-    this.closed = new BoundedMap(defaults.limits.max_closed_tasks);
+    this.tasks = new ClosingMap(defaults.limits.max_tasks, defaults.limits.max_closed_tasks);
   }
 
   onEvent(event: TimelineEvent, task: TaskView): Finding[] {
     if (!task.taskId) return [];
     if (event.type !== EVENT_TYPE.taskStarted && event.type !== EVENT_TYPE.toolCall) {
       // Any later event of the task moves its event time on, which may close absence windows.
-      const st = this.tasks.peek(task.taskId);
+      const st = this.tasks.peekOpen(task.taskId);
       if (!st || st.pending.length === 0) return [];
       return this.build(closeWindows(st, this.configFor(st.agentId).sequences, this.configFor(st.agentId).injection.high_score, { time: event.time }));
     }
@@ -85,7 +77,7 @@ class ToolChainingInstance implements DetectorInstance {
     const seq = ++state.seq;
     const out: FindingInput[] = [];
     // One evidence copy per event, shared by everything the state keeps of it.
-    const ref = evidenceRef(event);
+    const ref = evidenceCopy(event);
 
     if (event.type === EVENT_TYPE.taskStarted) {
       observeTaskStart(state, event, cfg.limits.max_trusted_chars);
@@ -133,20 +125,16 @@ class ToolChainingInstance implements DetectorInstance {
   }
 
   onTaskClosed(task: TaskView): Finding[] {
-    const state = this.tasks.peek(task.taskId);
+    // Closed now: late events of the task still join what it saw (see ClosingMap).
+    const state = this.tasks.close(task.taskId);
     if (!state) return [];
     const cfg = this.configFor(state.agentId);
     const lastTime = task.events[task.events.length - 1]?.time ?? 0;
-    const out = closeWindows(state, cfg.sequences, cfg.injection.high_score, { closing: true, time: lastTime });
-    // The state moves to the closed buffer rather than being dropped: events of the task still in
-    // flight (or late) are then joined to what the task already saw instead of starting from nothing.
-    this.tasks.delete(task.taskId);
-    this.closed.set(task.taskId, state);
-    return this.build(out);
+    return this.build(closeWindows(state, cfg.sequences, cfg.injection.high_score, { closing: true, time: lastTime }));
   }
 
   private stateOf(taskId: string, event: TimelineEvent): TaskState {
-    let st = this.tasks.get(taskId) ?? this.reopen(taskId);
+    let st = this.tasks.get(taskId);
     if (!st) {
       const agentId = event.agent_id ?? '';
       const cfg = this.configFor(agentId);
@@ -155,15 +143,6 @@ class ToolChainingInstance implements DetectorInstance {
       st.secretMarker = this.ctx.secretMarker;
       this.tasks.set(taskId, st);
     } else if (!st.agentId && event.agent_id) st.agentId = event.agent_id;
-    return st;
-  }
-
-  /** A closed task's state back among the open ones (a late event arrived for it). */
-  private reopen(taskId: string): TaskState | undefined {
-    const st = this.closed.peek(taskId);
-    if (!st) return undefined;
-    this.closed.delete(taskId);
-    this.tasks.set(taskId, st);
     return st;
   }
 

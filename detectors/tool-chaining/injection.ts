@@ -1,11 +1,11 @@
 import type { Capability } from '../catalog/tool-catalog.ts';
-import type { FindingInput } from '../finding-builder.ts';
+import type { EvidenceEvent, FindingInput } from '../finding-builder.ts';
 import type { TimelineEvent } from '../../shared/event.ts';
 import type { Severity } from '../../shared/finding.ts';
 import { argumentLeaves, type ArgumentLeaf } from './arguments.ts';
 import type { InjectionConfig } from './config.ts';
 import { InstructionScanner, type TextAnalysis } from './instructions.ts';
-import type { EvidenceRef, TaskState, TrackedValue } from './task-state.ts';
+import type { TaskState, TrackedValue } from './task-state.ts';
 import { decodeEscapes, squash, squashInner, stripEdges } from './text.ts';
 import { extractValues, valueKeys, type ExtractedValue } from './values.ts';
 
@@ -124,7 +124,7 @@ function isAddressLeaf(leaf: ArgumentLeaf, v: TrackedValue): boolean {
 }
 
 /** Finds the strongest flow of tracked values into an action call. */
-function bestFlow(state: TaskState, call: { event: EvidenceRef; seq: number; caps: ReadonlySet<Capability>; leaves: ArgumentLeaf[] }, actFactor: number, cfg: InjectionConfig): Flow | undefined {
+function bestFlow(state: TaskState, call: { event: EvidenceEvent; seq: number; caps: ReadonlySet<Capability>; leaves: ArgumentLeaf[] }, actFactor: number, cfg: InjectionConfig): Flow | undefined {
   const c = compiled(cfg);
   let best: Flow | undefined;
   // Literals and names are matched by containment (argument text is free-form).
@@ -158,7 +158,7 @@ function bestFlow(state: TaskState, call: { event: EvidenceRef; seq: number; cap
   return best;
 }
 
-function flowFinding(call: EvidenceRef, caps: ReadonlySet<Capability>, f: Flow, cfg: InjectionConfig, taskId: string): FindingInput | undefined {
+function flowFinding(call: EvidenceEvent, caps: ReadonlySet<Capability>, f: Flow, cfg: InjectionConfig, taskId: string): FindingInput | undefined {
   const sev = severityFor(f.score, f.value.score, cfg);
   if (sev === 'off') return undefined;
   const v = f.value;
@@ -198,7 +198,7 @@ function flowFinding(call: EvidenceRef, caps: ReadonlySet<Capability>, f: Flow, 
 }
 
 /** Registers the values of an untrusted text (a tool output or an echoed argument). */
-function track(state: TaskState, ref: EvidenceRef, seq: number, a: TextAnalysis, via: TrackedValue['via'], cfg: InjectionConfig, skipAgentKeys: boolean): number {
+function track(state: TaskState, ref: EvidenceEvent, seq: number, a: TextAnalysis, via: TrackedValue['via'], cfg: InjectionConfig, skipAgentKeys: boolean): number {
   const c = compiled(cfg);
   const found: ExtractedValue[] = extractValues(a.text, { minLength: cfg.min_value_length, ignore: c.ignore });
   for (const s of a.sentences) {
@@ -261,7 +261,7 @@ export interface ToolCallOutcome {
 export function onToolCall(
   state: TaskState,
   event: TimelineEvent,
-  ref: EvidenceRef,
+  ref: EvidenceEvent,
   seq: number,
   caps: ReadonlySet<Capability>,
   actFactor: number,
@@ -305,7 +305,7 @@ export function onToolCall(
   return { findings, instructions };
 }
 
-function recheckLaterActions(state: TaskState, source: EvidenceRef, cfg: InjectionConfig): FindingInput[] {
+function recheckLaterActions(state: TaskState, source: EvidenceEvent, cfg: InjectionConfig): FindingInput[] {
   const out: FindingInput[] = [];
   for (const a of state.actions) {
     if (a.event.time <= source.time) continue;

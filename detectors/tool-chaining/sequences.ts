@@ -1,6 +1,6 @@
-import type { FindingInput } from '../finding-builder.ts';
+import type { EvidenceEvent, FindingInput } from '../finding-builder.ts';
 import type { Sequence, SequenceStep } from './config.ts';
-import type { EvidenceRef, StepRecord, TaskState } from './task-state.ts';
+import type { StepRecord, TaskState } from './task-state.ts';
 import { globToRegExp } from './text.ts';
 
 /**
@@ -71,9 +71,9 @@ function matchEndingAt(seq: Sequence, steps: readonly StepRecord[], last: StepRe
   return chain;
 }
 
-function finding(seq: Sequence, evidence: readonly EvidenceRef[], taskId: string, extra: Record<string, number>, absentNote: string): FindingInput {
-  const first = evidence[0] as EvidenceRef;
-  const last = evidence[evidence.length - 1] as EvidenceRef;
+function finding(seq: Sequence, evidence: readonly EvidenceEvent[], taskId: string, extra: Record<string, number>, absentNote: string): FindingInput {
+  const first = evidence[0] as EvidenceEvent;
+  const last = evidence[evidence.length - 1] as EvidenceEvent;
   const names = evidence.map((e) => e.tool?.name ?? e.type).join(' -> ');
   return {
     rule: SEQUENCE_RULE,

@@ -1,5 +1,4 @@
 import type { Capability } from '../catalog/tool-catalog.ts';
-import type { TimelineEvent } from '../../shared/event.ts';
 import type { EvidenceEvent } from '../finding-builder.ts';
 import { BoundedMap } from '../../shared/lru.ts';
 import type { ArgumentLeaf } from './arguments.ts';
@@ -13,21 +12,6 @@ import type { ValueKind } from './values.ts';
  * itself, not to the whole timeline.
  */
 
-/** What the detector keeps of an event as evidence: what a finding and the rules read of it. */
-export interface EvidenceRef extends EvidenceEvent {
-  readonly tool: { readonly name: string } | undefined;
-}
-
-/**
- * The evidence copy of an event: one per event, shared by its step, its action record and every value
- * it carried. A fixed six-field shape (~100 B with its tool object) instead of a copy of the whole
- * event (a spread of ~45 fields, ~0.5 KB, three per tool call before): per-task state is what bounds
- * how many concurrent tasks the detector can follow (docs/performance.md).
- */
-export function evidenceRef(e: TimelineEvent): EvidenceRef {
-  return { event_id: e.event_id, time: e.time, type: e.type, agent_id: e.agent_id, workload_id: e.workload_id, tool: e.tool ? { name: e.tool.name } : undefined };
-}
-
 /** A value that entered the task through untrusted content. */
 export interface TrackedValue {
   key: string;
@@ -36,7 +20,7 @@ export interface TrackedValue {
   /** Normalised value (lowercase where case does not matter). */
   norm: string;
   /** The tool call whose output (or echoed argument) carried it. */
-  source: EvidenceRef;
+  source: EvidenceEvent;
   /** Arrival order of the source within the task (ties on event time). */
   sourceSeq: number;
   /** `output`: the tool's result; `echo`: instruction text the agent repeated in its own arguments. */
@@ -53,7 +37,7 @@ export interface TrackedValue {
 
 /** One tool call (or the task start) in the chain. */
 export interface StepRecord {
-  event: EvidenceRef;
+  event: EvidenceEvent;
   /** Arrival order in the task. */
   seq: number;
   /** Tool-call index in the task (1-based); 0 for the task start. */
@@ -69,7 +53,7 @@ export interface StepRecord {
 
 /** A call remembered so that a late-arriving source can still be joined to it. */
 export interface ActionRecord {
-  event: EvidenceRef;
+  event: EvidenceEvent;
   seq: number;
   caps: ReadonlySet<Capability>;
   leaves: ArgumentLeaf[];
@@ -80,7 +64,7 @@ export interface ActionRecord {
 /** A completed sequence whose absence condition waits for its window to close. */
 export interface PendingAbsence {
   sequence: number;
-  evidence: EvidenceRef[];
+  evidence: EvidenceEvent[];
   /** Event time after which the window is closed (epoch ms). */
   deadline: number;
   /** Tool-call index after which the window is closed. */

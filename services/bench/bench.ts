@@ -7,7 +7,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { z } from 'zod';
 import { nodeOptionsFlags, type Config } from '../../shared/config.ts';
-import { sampleThreads, threadCpuBetween } from './thread-cpu.ts';
+import { sampleThreads, threadCpuOver, type ThreadSample } from './thread-cpu.ts';
 import { BackpressureError, RuntrailError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { TABLE } from '../../shared/names.ts';
@@ -449,9 +449,9 @@ async function measure(
   await profiler?.start();
   const t0 = performance.now();
   // CPU by thread over the timed part (the memory measurement at idle left out, like its time).
-  const cpuAt: { t0?: ReturnType<typeof sampleThreads>; idle?: ReturnType<typeof sampleThreads>; final?: ReturnType<typeof sampleThreads>; end?: ReturnType<typeof sampleThreads> } = {
-    t0: sampleThreads(),
-  };
+  const cpuAtStart = sampleThreads();
+  let cpuAtIdle: ThreadSample;
+  let cpuAtFinal: ThreadSample;
   let last = { t: t0, published: 0, stored: 0 };
   const progress = setInterval(() => {
     const heap = process.memoryUsage().heapUsed;
@@ -537,7 +537,7 @@ async function measure(
     // Alert delivery runs beside the pipeline and is timed on its own, below.
     await pipeline.drain(false, { alerts: false });
     idleAt = performance.now();
-    cpuAt.idle = sampleThreads();
+    cpuAtIdle = sampleThreads();
 
     // Everything is consumed and stored; tasks not yet past their linger are still open. Measure
     // what they hold. The pipeline has no work now, so pausing here does not change the result.
@@ -557,7 +557,7 @@ async function measure(
     sampling = true;
 
     finalStart = performance.now();
-    cpuAt.final = sampleThreads();
+    cpuAtFinal = sampleThreads();
     await pipeline.drain(true, { alerts: false });
   } catch (err) {
     profiler?.dispose();
@@ -567,24 +567,21 @@ async function measure(
     clearInterval(progress);
   }
   const end = performance.now();
-  cpuAt.end = sampleThreads();
+  const cpuAtEnd = sampleThreads();
   if (profiler && opts.cpuProfile !== undefined) {
     await profiler.stop(opts.cpuProfile);
     opts.onPhase?.(`CPU profile of the timed part written to ${opts.cpuProfile}`);
   }
   const elapsedS = (idleAt - t0 + (end - finalStart)) / 1000;
-  const cpuRun = threadCpuBetween(cpuAt.t0, cpuAt.idle);
-  const cpuFinal = threadCpuBetween(cpuAt.final, cpuAt.end);
+  const spent = threadCpuOver([
+    [cpuAtStart, cpuAtIdle],
+    [cpuAtFinal, cpuAtEnd],
+  ]);
   let cpu: BenchResult['cpu'] = null;
-  if (cpuRun && cpuFinal) {
-    const main = cpuRun.main_s + cpuFinal.main_s;
-    const nodeThreads = cpuRun.node_threads_s + cpuFinal.node_threads_s;
-    const engine = cpuRun.engine_s + cpuFinal.engine_s;
-    const total = main + nodeThreads + engine;
+  if (spent) {
+    const total = spent.main_s + spent.node_threads_s + spent.engine_s;
     cpu = {
-      main_s: round(main, 1),
-      node_threads_s: round(nodeThreads, 1),
-      engine_s: round(engine, 1),
+      ...spent,
       total_s: round(total, 1),
       cores_busy: round(total / Math.max(elapsedS, 0.001), 2),
       us_per_event: Math.round((total * 1e6) / Math.max(1, published)),
@@ -666,12 +663,7 @@ async function measure(
         events_evicted: pipeline.engine.stats.evictedEvents,
         events_truncated: pipeline.engine.stats.truncatedEvents,
       },
-      detector_state_evicted: Object.fromEntries(
-        pipeline.engine
-          .stateEvictions()
-          .filter((e) => e.evicted > 0)
-          .map((e) => [`detectors.${e.detector}.${e.limit}`, e.evicted]),
-      ),
+      detector_state_evicted: pipeline.engine.stateEvictionsByPolicyPath(),
     },
     memory: {
       baseline_rss_mb: round(base.rss / MB, 1),

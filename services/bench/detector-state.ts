@@ -126,8 +126,7 @@ function measureOne(id: string, detectors: ReadonlyArray<Detector<unknown>>, pol
   for (let i = 0; i < events.length; i += 1_000) findings += engine.process(events.slice(i, i + 1_000)).length;
   fullGc();
   const after = process.memoryUsage().heapUsed;
-  const evicted: Record<string, number> = {};
-  for (const e of engine.stateEvictions()) if (e.evicted > 0) evicted[`${e.detector}.${e.limit}`] = e.evicted;
+  const evicted = engine.stateEvictionsByPolicyPath();
   return { row: { detector: id, bytes_per_task: Math.round((after - before) / Math.max(1, tasks)), findings, evicted }, tasks, agentEvents: events.length };
 }
 

@@ -20,7 +20,10 @@ export interface ThreadCpu {
 const TICKS_PER_S = 100;
 
 /** Per thread: group and ticks so far. Undefined where `/proc` is not available (not Linux). */
-export function sampleThreads(): Map<number, { group: keyof ThreadCpu; ticks: number }> | undefined {
+export type ThreadSample = Map<number, { group: keyof ThreadCpu; ticks: number }> | undefined;
+
+/** Samples every thread of this process. */
+export function sampleThreads(): ThreadSample {
   let tids: string[];
   try {
     tids = readdirSync('/proc/self/task');
@@ -48,17 +51,22 @@ export function sampleThreads(): Map<number, { group: keyof ThreadCpu; ticks: nu
 }
 
 /**
- * CPU per group between two samples. Threads that ended in between are missing from `after` and
- * count nothing (chDB's and Node's threads live as long as the process; a parse worker too).
+ * CPU per group over spans between samples, summed (a run timed in parts). Threads that ended
+ * within a span are missing from its end sample and count nothing (chDB's and Node's threads live
+ * as long as the process; a parse worker too). Undefined when a sample is missing.
  */
-export function threadCpuBetween(
-  before: ReturnType<typeof sampleThreads>,
-  after: ReturnType<typeof sampleThreads>,
-): ThreadCpu | undefined {
-  if (!before || !after) return undefined;
+export function threadCpuOver(spans: ReadonlyArray<readonly [ThreadSample, ThreadSample]>): ThreadCpu | undefined {
   const cpu: ThreadCpu = { main_s: 0, node_threads_s: 0, engine_s: 0 };
-  for (const [tid, a] of after) cpu[a.group] += (a.ticks - (before.get(tid)?.ticks ?? 0)) / TICKS_PER_S;
+  for (const [before, after] of spans) {
+    if (!before || !after) return undefined;
+    for (const [tid, a] of after) cpu[a.group] += (a.ticks - (before.get(tid)?.ticks ?? 0)) / TICKS_PER_S;
+  }
   return { main_s: round(cpu.main_s), node_threads_s: round(cpu.node_threads_s), engine_s: round(cpu.engine_s) };
+}
+
+/** CPU per group between two samples. */
+export function threadCpuBetween(before: ThreadSample, after: ThreadSample): ThreadCpu | undefined {
+  return threadCpuOver([[before, after]]);
 }
 
 function round(s: number): number {

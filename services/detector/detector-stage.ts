@@ -158,12 +158,8 @@ export class DetectorStage {
    * missed finding, and only a policy limit can fix it, so the warning names the limits.
    */
   private noteEvictions(): void {
-    let total = 0;
-    const limits: Record<string, number> = {};
-    for (const e of this.deps.engine.stateEvictions()) {
-      total += e.evicted;
-      if (e.evicted > 0) limits[`detectors.${e.detector}.${e.limit}`] = e.evicted;
-    }
+    const limits = this.deps.engine.stateEvictionsByPolicyPath();
+    const total = Object.values(limits).reduce((a, b) => a + b, 0);
     if (total > this.evictionsSeen) {
       this.evictionLog.hit({ evicted: limits }, total - this.evictionsSeen);
       this.evictionsSeen = total;

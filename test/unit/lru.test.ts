@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BoundedMap } from '../../shared/lru.ts';
+import { BoundedMap, ClosingMap } from '../../shared/lru.ts';
 
 describe('BoundedMap', () => {
   it('never holds more than maxSize entries, and counts and reports every eviction', () => {
@@ -115,5 +115,25 @@ describe('BoundedMap', () => {
       expect(m.size).toBeLessThanOrEqual(max);
     }
     expect(new Map(m.entries())).toEqual(live);
+  });
+});
+
+describe('ClosingMap', () => {
+  it('moves closed entries out of the open bound, reopens them on access, and counts only open evictions', () => {
+    const m = new ClosingMap<string, number>(2, 1);
+    m.set('a', 1);
+    m.set('b', 2);
+    expect(m.close('a')).toBe(1);
+    expect(m.close('a')).toBeUndefined();
+    // a's slot is free: c fits beside b without evicting anything.
+    m.set('c', 3);
+    expect([m.size, m.evicted, m.peekOpen('a'), m.has('a')]).toEqual([2, 0, undefined, true]);
+    // A late access reopens a (evicting the least recently used open entry, b).
+    expect(m.get('a')).toBe(1);
+    expect([m.peekOpen('a'), m.has('b'), m.evicted]).toEqual([1, false, 1]);
+    // The closed buffer drops its oldest silently.
+    m.close('a');
+    m.close('c');
+    expect([m.has('a'), m.has('c'), m.get('a'), m.evicted]).toEqual([false, true, undefined, 1]);
   });
 });
