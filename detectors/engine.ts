@@ -1,5 +1,5 @@
 import type { TimelineEvent } from '../shared/event.ts';
-import type { Finding } from '../shared/finding.ts';
+import { summarizeEvidence, type EvidenceSummary, type Finding } from '../shared/finding.ts';
 import { BoundedMap } from '../shared/lru.ts';
 import type { DetectorInstance, TaskView } from './detector.ts';
 
@@ -31,6 +31,12 @@ export interface EngineOptions {
    * Default 100 000.
    */
   dedupWindow?: number;
+  /**
+   * Evidence events summarised on each finding (`evidence_events`, the first this many of its
+   * evidence that the task's window still holds), so the alerter need not read them back from
+   * storage. The alerter shows `alerting.incidents.evidenceLimit` of them. Default 0 (none).
+   */
+  evidenceSummaries?: number;
 }
 
 /** Counters of what the engine dropped to stay within its limits. */
@@ -204,7 +210,7 @@ export class DetectorEngine {
         // Unattributed events have no timeline, but are still evaluated on their own (a credential
         // nobody issued to a task is itself a signal).
         const view: TaskView = { taskId: '', events: [e] };
-        for (const inst of this.instances) this.collect(inst.onEvent(e, view), out);
+        for (const inst of this.instances) this.collect(inst.onEvent(e, view), out, view);
         continue;
       }
       let tl = this.tasks.get(e.task_id);
@@ -214,7 +220,7 @@ export class DetectorEngine {
       if (this.instances.length > 0) {
         // The view includes the event being evaluated, even a late one that falls off next.
         const view: TaskView = { taskId: e.task_id, events: tl };
-        for (const inst of this.instances) this.collect(inst.onEvent(e, view), out);
+        for (const inst of this.instances) this.collect(inst.onEvent(e, view), out, view);
       }
       if (tl.length > this.opts.maxEventsPerTask) {
         tl.shift();
@@ -241,7 +247,7 @@ export class DetectorEngine {
     for (const id of taskIds) {
       const tl = this.tasks.peek(id);
       const view: TaskView = { taskId: id, events: tl ?? [] };
-      for (const inst of this.instances) if (inst.onTaskClosed) this.collect(inst.onTaskClosed(view), out);
+      for (const inst of this.instances) if (inst.onTaskClosed) this.collect(inst.onTaskClosed(view), out, view);
       if (tl) {
         this.tasks.delete(id);
         this.held -= tl.length;
@@ -257,13 +263,33 @@ export class DetectorEngine {
     this.stats.evictedEvents += tl.length;
   }
 
-  private collect(found: readonly Finding[], out: Finding[]): void {
+  private collect(found: readonly Finding[], out: Finding[], view: TaskView): void {
     for (const f of found) {
       if (this.emitted.has(f.id)) continue;
       this.emitted.set(f.id, true);
-      out.push(f);
+      const limit = this.opts.evidenceSummaries ?? 0;
+      out.push(limit > 0 && f.evidence.length > 0 ? { ...f, evidence_events: summaries(f.evidence, limit, view.events) } : f);
     }
   }
+}
+
+/**
+ * Summaries of the first `limit` evidence ids that `events` (a task's window) holds, in evidence
+ * order. A finding is rare next to events, and a window is short, so a scan costs nothing.
+ */
+function summaries(evidence: readonly string[], limit: number, events: readonly TimelineEvent[]): EvidenceSummary[] {
+  const wanted = evidence.length <= limit ? evidence : evidence.slice(0, limit);
+  const out: EvidenceSummary[] = [];
+  for (const id of wanted) {
+    for (let i = events.length - 1; i >= 0; i--) {
+      const e = events[i] as TimelineEvent;
+      if (e.event_id === id) {
+        out.push(summarizeEvidence(e));
+        break;
+      }
+    }
+  }
+  return out;
 }
 
 /** Inserts keeping event-time order; late events land in their place (usually appended). */

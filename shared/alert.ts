@@ -1,5 +1,7 @@
 import { z } from 'zod';
-import { SeveritySchema } from './finding.ts';
+import { EvidenceSummarySchema, SeveritySchema } from './finding.ts';
+
+export { EvidenceSummarySchema, type EvidenceSummary } from './finding.ts';
 
 /**
  * The alerter's models: incidents (findings grouped by fingerprint), outbox entries (one delivery
@@ -91,21 +93,6 @@ export const OutboxEntrySchema = z.object({
 });
 export type OutboxEntry = z.infer<typeof OutboxEntrySchema>;
 
-/** An evidence event as shown in a message: the few fields an on-call engineer reads. */
-export const EvidenceSummarySchema = z.object({
-  event_id: z.string(),
-  time: z.number(),
-  source: z.string(),
-  type: z.string(),
-  agent_id: z.string().optional(),
-  workload_id: z.string().optional(),
-  tool: z.string().optional(),
-  action: z.string().optional(),
-  resource: z.string().optional(),
-  principal: z.string().optional(),
-  outcome: z.string().optional(),
-});
-export type EvidenceSummary = z.infer<typeof EvidenceSummarySchema>;
 
 /** The channel-neutral message: every channel renders this, and the webhook sends it as is. */
 export const AlertMessageSchema = z.object({

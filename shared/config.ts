@@ -350,7 +350,7 @@ export const IncidentsConfigSchema = z.strictObject({
   updateIntervalMs: ms.default(60_000),
   /** Open incidents held in memory (LRU; evicted ones are reloaded from storage). Default 10 000. */
   maxInMemory: z.number().int().positive().default(10_000),
-  /** Evidence events looked up and shown per message. Default 5. */
+  /** Evidence events shown per message; also how many the detectors summarise on each finding (`evidence_events`). Default 5. */
   evidenceLimit: z.number().int().min(0).max(50).default(5),
 });
 

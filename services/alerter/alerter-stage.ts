@@ -1,10 +1,10 @@
 import { deadLetterUndecodable } from '../dead-letters.ts';
-import type { Incident } from '../../shared/alert.ts';
+import type { EvidenceSummary, Incident } from '../../shared/alert.ts';
 import type { Bus, MessageBatch, Subscription } from '../../shared/bus/bus.ts';
 import { JsonlChannelSchema, KafkaChannelSchema, type AlertingConfig, type ChannelConfig } from '../../shared/config.ts';
-import type { TimelineEvent } from '../../shared/event.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import type { Finding } from '../../shared/finding.ts';
+import { BoundedMap } from '../../shared/lru.ts';
 import { RateLimitedLog, type Logger } from '../../shared/logger.ts';
 import type { MetricsRegistry } from '../../shared/metrics.ts';
 import { Mutex } from '../../shared/mutex.ts';
@@ -12,7 +12,7 @@ import { sleep } from '../../shared/sleep.ts';
 import { GROUP, TOPIC } from '../../shared/names.ts';
 import { retryUntilStopped } from '../../shared/retry.ts';
 import type { Suppression } from '../../detectors/policy.ts';
-import type { Store } from '../storage/store.ts';
+import type { Store, StoredEvidence } from '../storage/store.ts';
 import type { Channel } from './channels/channel.ts';
 import { createChannels } from './channels/registry.ts';
 import { Outbox } from './delivery/outbox.ts';
@@ -29,6 +29,13 @@ const MAX_EVIDENCE_LOOKUP = 50;
  * before its evidence is stored (one storage batch, `storage.batchMaxDelayMs`, later).
  */
 const EVIDENCE_RETRY_MS = [100, 250, 500] as const;
+
+/**
+ * Evidence summaries kept from findings (`evidence_events`) for the notifications composed from
+ * them: those of the batch at hand, and later updates or resolutions of the same incidents. About
+ * 300 B each; a miss costs one storage read.
+ */
+const EVIDENCE_CACHE_SIZE = 20_000;
 
 /** How the alerter runs, which decides the default channels (see {@link effectiveChannels}). */
 export type AlerterMode = 'embedded' | 'replay' | 'distributed';
@@ -88,6 +95,8 @@ export class AlerterStage {
   private readonly retryLog: RateLimitedLog;
   private readonly now: () => number;
   private readonly m;
+  /** Evidence summaries the findings carried, by event id. */
+  private readonly evidence = new BoundedMap<string, EvidenceSummary>(EVIDENCE_CACHE_SIZE);
 
   constructor(private readonly deps: AlerterStageDeps) {
     this.log = deps.log.child({ component: 'alerter' });
@@ -117,6 +126,10 @@ export class AlerterStage {
       incidents: mx.counter('runtrail_incidents_total', 'Incident lifecycle changes (opened, resolved)'),
       notifications: mx.counter('runtrail_alert_notifications_total', 'Notifications created, by channel and kind'),
       suppressed: mx.counter('runtrail_alert_suppressed_total', 'Findings whose notifications a policy suppression muted'),
+      evidence: mx.counter(
+        'runtrail_alert_evidence_total',
+        'Evidence events shown in messages, by where their summary came from (finding, storage, or missing: not stored yet or expired)',
+      ),
     };
     mx.gauge('runtrail_incidents_in_memory', 'Incidents held by the alerter').collect(() => this.manager.size);
   }
@@ -156,15 +169,13 @@ export class AlerterStage {
   /** Applies findings (in order) and stores what they change. */
   async process(findings: readonly Finding[]): Promise<void> {
     if (findings.length === 0) return;
+    for (const f of findings) for (const e of f.evidence_events ?? []) this.evidence.set(e.event_id, e);
     const missing = this.manager.missing(findings);
     if (missing.length > 0) this.manager.remember(await this.retrying('load incidents', () => this.deps.store.incidentsByFingerprint(missing)));
     let resources = new Map<string, string[]>();
     if (this.suppressions.needsResources) {
-      const events = await this.lookupEvidence(
-        findings.map((f) => f.task_id),
-        findings.flatMap((f) => f.evidence.slice(0, MAX_EVIDENCE_LOOKUP)),
-      );
-      resources = new Map(events.map((e) => [e.event_id, e.resources.map((r) => r.id)]));
+      const stored = await this.lookupEvidence(findings.flatMap((f) => f.evidence.slice(0, MAX_EVIDENCE_LOOKUP)));
+      resources = new Map(stored.map((e) => [e.summary.event_id, e.resources]));
     }
     const changes = this.manager.apply(findings, (f) => f.evidence.flatMap((id) => resources.get(id) ?? []));
     try {
@@ -202,14 +213,7 @@ export class AlerterStage {
     const { store, cfg } = this.deps;
     const notified = new Map<string, Incident>();
     for (const n of changes.notifications) notified.set(n.incident.id, n.incident);
-    let events: TimelineEvent[] = [];
-    if (notified.size > 0 && cfg.incidents.evidenceLimit > 0) {
-      const incs = [...notified.values()];
-      events = await this.lookupEvidence(
-        incs.map((i) => i.task_id),
-        incs.flatMap((i) => i.evidence.slice(0, cfg.incidents.evidenceLimit)),
-      );
-    }
+    const evidence = notified.size > 0 && cfg.incidents.evidenceLimit > 0 ? await this.evidenceOf([...notified.values()]) : [];
     const now = this.now();
     const outgoing = changes.notifications.map((n) => {
       this.m.notifications.inc({ channel: n.channel, kind: n.kind });
@@ -219,7 +223,7 @@ export class AlerterStage {
         channel: n.channel,
         kind: n.kind,
         seq: n.seq,
-        message: composeMessage(n.incident, n.kind, events, { apiBaseUrl: cfg.apiBaseUrl, evidenceLimit: cfg.incidents.evidenceLimit, now }),
+        message: composeMessage(n.incident, n.kind, evidence, { apiBaseUrl: cfg.apiBaseUrl, evidenceLimit: cfg.incidents.evidenceLimit, now }),
       };
     });
     // Outbox first: were the process to stop before the incidents are stored, the redelivered
@@ -229,20 +233,44 @@ export class AlerterStage {
   }
 
   /**
-   * Stored evidence events by id. Looks in the given tasks and among unattributed events (task
-   * `''`), which evidence may include; looks again a few times while some are missing.
+   * Summaries of the evidence the incidents' messages show: from their findings where those carried
+   * them, else read from storage (evidence the detector's task window no longer held, or incidents
+   * loaded after a restart).
    */
-  private async lookupEvidence(taskIds: readonly string[], ids: readonly string[]): Promise<TimelineEvent[]> {
-    const want = new Set(ids);
-    const tasks = [...new Set([...taskIds, ''])];
-    const look = (): Promise<TimelineEvent[]> => this.retrying('look up evidence', () => this.deps.store.eventsByIds(tasks, [...want]));
-    let events = await look();
-    for (const wait of EVIDENCE_RETRY_MS) {
-      if (events.length >= want.size || this.stopped) break;
-      await sleep(wait);
-      events = await look();
+  private async evidenceOf(incidents: readonly Incident[]): Promise<EvidenceSummary[]> {
+    const limit = this.deps.cfg.incidents.evidenceLimit;
+    const out: EvidenceSummary[] = [];
+    const missing = new Set<string>();
+    for (const inc of incidents) {
+      for (const id of inc.evidence.slice(0, limit)) {
+        const s = this.evidence.get(id);
+        if (s) out.push(s);
+        else missing.add(id);
+      }
     }
-    return events;
+    this.m.evidence.inc({ source: 'finding' }, out.length);
+    if (missing.size === 0) return out;
+    const stored = await this.lookupEvidence([...missing]);
+    for (const { summary } of stored) {
+      this.evidence.set(summary.event_id, summary);
+      out.push(summary);
+    }
+    this.m.evidence.inc({ source: 'storage' }, stored.length);
+    this.m.evidence.inc({ source: 'missing' }, Math.max(0, missing.size - stored.length));
+    return out;
+  }
+
+  /** Stored evidence events by id; looks again a few times while some are not stored yet. */
+  private async lookupEvidence(ids: readonly string[]): Promise<StoredEvidence[]> {
+    const want = [...new Set(ids)];
+    const look = (): Promise<StoredEvidence[]> => this.retrying('look up evidence', () => this.deps.store.evidenceByIds(want));
+    let found = await look();
+    for (const wait of EVIDENCE_RETRY_MS) {
+      if (found.length >= want.length || this.stopped) break;
+      await sleep(wait);
+      found = await look();
+    }
+    return found;
   }
 
   /** Findings published but not yet consumed. */

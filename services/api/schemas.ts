@@ -2,6 +2,9 @@ import { z } from 'zod';
 import { CredentialBindingSchema, TimelineEventSchema } from '../../shared/event.ts';
 import { FindingSchema, SeveritySchema } from '../../shared/finding.ts';
 
+/** A finding as stored and served: the evidence summaries travel on the bus only (join `events` for them). */
+const StoredFindingSchema = FindingSchema.omit({ evidence_events: true });
+
 /**
  * The analyst API's request and response models. Handlers validate with these, the CLI's API
  * client parses answers with them, and the OpenAPI document is generated from them.
@@ -82,7 +85,7 @@ export const TimelineResponseSchema = z.object({
   /** True when the task has more events than `api.maxTimelineEvents`. */
   truncated: z.boolean(),
   bindings: z.array(CredentialBindingSchema),
-  findings: z.array(FindingSchema),
+  findings: z.array(StoredFindingSchema),
 });
 export type TimelineResponse = z.infer<typeof TimelineResponseSchema>;
 
@@ -102,7 +105,7 @@ export const FindingQuerySchema = z.strictObject({
 export type FindingQuery = z.infer<typeof FindingQuerySchema>;
 
 /** `GET /v1/findings` answer. */
-export const FindingPageSchema = pageSchema(FindingSchema);
+export const FindingPageSchema = pageSchema(StoredFindingSchema);
 export type FindingPage = z.infer<typeof FindingPageSchema>;
 
 /** `GET /v1/incidents` query: the findings filters, plus the incident's status. */

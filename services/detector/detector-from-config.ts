@@ -11,6 +11,7 @@ import { DetectorStage } from './detector-stage.ts';
 /**
  * The detector engine and stage as the config says, for the embedded pipeline and the distributed
  * `detector` alike: engine limits (`engine.*`, task windows capped by `correlator.maxOpenTasks`),
+ * evidence summaries on findings for the alerter (`alerting.incidents.evidenceLimit`),
  * the redaction marker detectors match redacted values with, and the restart recovery window.
  */
 export function detectorFromConfig(
@@ -23,7 +24,12 @@ export function detectorFromConfig(
   const redactor = createRedactor(redaction);
   const engine = createDetectorEngine(
     policy,
-    { ...cfg.engine, maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks) },
+    {
+      ...cfg.engine,
+      maxTasks: Math.min(cfg.correlator.maxOpenTasks, cfg.engine.maxTasks),
+      // What the alerter shows; summaries on the findings spare it a storage read per notification.
+      evidenceSummaries: cfg.alerting.incidents.evidenceLimit,
+    },
     redactor ? (v) => redactor.marker(v) : undefined,
   );
   const stage = new DetectorStage({

@@ -12,7 +12,7 @@ import {
   type CredentialBinding,
   type TimelineEvent,
 } from '../../shared/event.ts';
-import { FindingSchema, type Finding } from '../../shared/finding.ts';
+import { FindingSchema, compactSummary, type EvidenceSummary, type Finding } from '../../shared/finding.ts';
 import type { AlertDelivery, DeadLetter } from '../../shared/bus/bus.ts';
 import { IncidentSchema, OutboxEntrySchema, type Incident, type OutboxEntry } from '../../shared/alert.ts';
 import { TABLE, type TableName } from '../../shared/names.ts';
@@ -268,6 +268,38 @@ const EVENT_TIMES: ReadonlySet<string> = new Set(['event_time', 'end_time', 'ing
  * alias: an alias named like its column would shadow the column in WHERE and ORDER BY.
  */
 export const EVENT_SELECT = EVENT_COLUMNS.map((c) => (EVENT_TIMES.has(c) ? `toUnixTimestamp64Micro(${c}) AS ${c}_us` : c)).join(', ');
+
+/** SELECT list that {@link decodeEvidence} reads: what an alert shows of an event. */
+export const EVIDENCE_SELECT =
+  'event_id, toUnixTimestamp64Micro(event_time) AS event_time_us, source, type, agent_id, workload_id, tool_name, action, resources.id AS resource_ids, principal, outcome';
+
+const EvidenceRowSchema = z.object({
+  event_id: z.string(),
+  event_time_us: int64,
+  source: z.string(),
+  type: z.string(),
+  agent_id: z.string(),
+  workload_id: z.string(),
+  tool_name: z.string(),
+  action: z.string(),
+  resource_ids: z.array(z.string()),
+  principal: z.string(),
+  outcome: z.string(),
+});
+
+/** A stored event as an alert shows it (see `Store.evidenceByIds`). */
+export interface StoredEvidence {
+  summary: EvidenceSummary;
+  /** Every resource id the event touched (the summary shows the first). */
+  resources: string[];
+}
+
+/** Decodes one row selected with {@link EVIDENCE_SELECT}: what `summarizeEvidence` makes of the event. */
+export function decodeEvidence(raw: unknown): StoredEvidence {
+  const r = EvidenceRowSchema.parse(raw);
+  const summary = compactSummary({ ...r, time: microsToMs(r.event_time_us), tool: r.tool_name, resource: r.resource_ids[0] });
+  return { summary, resources: r.resource_ids };
+}
 
 const EventRowSchema = z.object({
   task_id: z.string(),

@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AlertMessageSchema, type AlertMessage } from '../../shared/alert.ts';
 import { main } from '../../services/cli/main.ts';
+import { tev } from '../../detectors/testing.ts';
+import { EVENT_TYPE } from '../../shared/event.ts';
 import { finding, pause, startAlerter, startReceiver, waitFor, type Receiver, type TestAlerter } from './alerting-harness.ts';
 
 /**
@@ -390,5 +392,51 @@ describe('delivery', () => {
     expect(dead?.last_error).toContain('channel_not_found');
     const [ok] = await a.store.listOutbox({ status: 'delivered' });
     expect(ok).toMatchObject({ channel: 'ok-later', attempts: 2, ref: 'C0SEC|1.1' });
+  });
+});
+
+describe('evidence in messages', () => {
+  it('shows the evidence a finding carries without reading storage, and reads the rest by id, from any task', async () => {
+    const hook = await receiver();
+    const a = await alerter({ channels: [{ type: 'webhook', url: hook.url, secret: SECRET }], delivery: FAST, incidents: { ...INCIDENTS, evidenceLimit: 3 } });
+    const t = Date.parse('2026-06-01T09:00:00Z');
+    // Stored under another task (the identity's earlier task) and not carried by the finding.
+    const earlier = tev({
+      id: 'evidence-earlier',
+      source: 'resource',
+      type: EVENT_TYPE.resourceAccess,
+      task_id: 'task-earlier',
+      time: t,
+      action: 'secretsmanager:GetSecretValue',
+      principal: 'arn:aws:sts::111122223333:assumed-role/billing/s1',
+      resources: [{ id: 'arn:aws:secretsmanager:eu-west-1:111122223333:secret:db' }],
+      outcome: 'success',
+    });
+    await a.store.insertEvents([earlier]);
+    // Carried by the finding and stored nowhere: only the finding can supply them.
+    const carried = [
+      { event_id: 'carried-read', time: t + 2000, source: 'agent', type: EVENT_TYPE.toolCall, tool: 'read_inbox', agent_id: 'billing-agent' },
+      { event_id: 'carried-send', time: t + 1000, source: 'agent', type: EVENT_TYPE.toolCall, tool: 'send_money', agent_id: 'billing-agent' },
+    ];
+    await a.publish([finding({ evidence: [earlier.event_id, 'carried-send', 'carried-read', 'beyond-limit'], evidence_events: carried })]);
+    await waitFor(() => hook.requests.length === 1, WAIT_MS, 'webhook request');
+    const m = message(hook.requests[0]?.body ?? '');
+    expect(m.evidence).toEqual([
+      {
+        event_id: earlier.event_id,
+        time: t,
+        source: 'resource',
+        type: EVENT_TYPE.resourceAccess,
+        action: 'secretsmanager:GetSecretValue',
+        resource: 'arn:aws:secretsmanager:eu-west-1:111122223333:secret:db',
+        principal: 'arn:aws:sts::111122223333:assumed-role/billing/s1',
+        outcome: 'success',
+      },
+      carried[1],
+      carried[0],
+    ]);
+    expect(m.evidence_omitted).toBe(1);
+    const counter = a.metrics.counter('runtrail_alert_evidence_total', '');
+    expect([counter.get({ source: 'finding' }), counter.get({ source: 'storage' }), counter.get({ source: 'missing' })]).toEqual([2, 1, 0]);
   });
 });

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parsePolicy, PolicyError } from '../../detectors/policy.ts';
 import { IncidentManager, type ChannelRouting } from '../../services/alerter/incident-manager.ts';
 import { composeMessage } from '../../services/alerter/message.ts';
+import { summarizeEvidence } from '../../shared/finding.ts';
 import { SuppressionMatcher } from '../../services/alerter/suppression.ts';
 import { parseConfig, IncidentsConfigSchema } from '../../shared/config.ts';
 import { FindingSchema, type Finding } from '../../shared/finding.ts';
@@ -182,7 +183,8 @@ describe('message', () => {
     const inc = m.apply([f({ evidence: ['e2', 'e1', 'e3'], tags: ['OWASP-AAI-T2'] }, 1)]).changed[0];
     if (!inc) throw new Error('no incident');
     const ev = (id: string, t: number) => ({ event_id: id, time: t, source: 'resource', type: 'resource.access', action: 's3:GetObject', resources: [{ id: `arn:${id}` }], outcome: 'success' }) as never;
-    const msg = composeMessage(inc, 'trigger', [ev('e3', 3), ev('e1', 1), ev('e2', 2), ev('zz', 0)], { apiBaseUrl: 'http://h:8080/', evidenceLimit: 2, now: T0 });
+    const shown = [ev('e3', 3), ev('e1', 1), ev('e2', 2), ev('zz', 0), ev('e1', 1)].map(summarizeEvidence);
+    const msg = composeMessage(inc, 'trigger', shown, { apiBaseUrl: 'http://h:8080/', evidenceLimit: 2, now: T0 });
     expect(msg.evidence.map((e) => e.event_id)).toEqual(['e1', 'e2']);
     expect(msg.evidence[0]).toMatchObject({ resource: 'arn:e1', action: 's3:GetObject', outcome: 'success' });
     expect(msg.evidence_omitted).toBe(1);

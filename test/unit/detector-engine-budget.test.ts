@@ -125,3 +125,40 @@ describe('DetectorEngine bounds', () => {
     expect(engine.stats.duplicateEvents).toBe(1);
   });
 });
+
+describe('DetectorEngine evidence summaries', () => {
+  /** Fires one finding, on the event with id suffix `fire`, whose evidence is the given ids. */
+  function firing(evidence: () => string[]): DetectorInstance {
+    return {
+      onEvent(e: TimelineEvent, task: TaskView) {
+        if (!e.event_id || !e.tool?.name.startsWith('fire')) return [];
+        return [{ id: `f-${e.event_id}`, detector: 'test', rule: 'r', severity: 'high', title: 't', summary: '', task_id: task.taskId, agent_id: '', workload_id: '', time: e.time, evidence: evidence(), join_keys: {}, metrics: {}, tags: [] }];
+      },
+    };
+  }
+
+  it('attaches summaries of the first evidence events the task window holds, in evidence order', () => {
+    const read = ev('t1', 'read', { tool: { name: 'read_inbox' }, agent_id: 'mail-agent', outcome: 'success' });
+    const access = ev('t1', 'access', { source: 'resource', type: EVENT_TYPE.resourceAccess, action: 's3:GetObject', principal: 'arn:aws:sts::1:assumed-role/r/s', resources: [{ id: 'arn:aws:s3:::b/k' }, { id: 'arn:aws:s3:::b/k2' }] });
+    const other = ev('t1', 'other');
+    const fire = ev('t1', 'fire', { tool: { name: 'fire_transfer' } });
+    const gone = ev('t1', 'gone', { time: read.time - 500 });
+    const engine = new DetectorEngine([firing(() => [gone.event_id, access.event_id, read.event_id, fire.event_id])], { maxTasks: 10, maxEventsPerTask: 3, evidenceSummaries: 3 });
+    // `gone` falls off the 3-event window before the finding fires.
+    const [f] = engine.process([gone, read, access, other, fire]);
+    expect(f?.evidence_events).toEqual([
+      { event_id: access.event_id, time: access.time, source: 'resource', type: EVENT_TYPE.resourceAccess, action: 's3:GetObject', resource: 'arn:aws:s3:::b/k', principal: 'arn:aws:sts::1:assumed-role/r/s' },
+      { event_id: read.event_id, time: read.time, source: 'agent', type: EVENT_TYPE.toolCall, agent_id: 'mail-agent', tool: 'read_inbox', outcome: 'success' },
+    ]);
+  });
+
+  it('attaches none by default, and at most the limit', () => {
+    const a = ev('t2', 'a');
+    const b = ev('t2', 'b');
+    const fire = ev('t2', 'fire', { tool: { name: 'fire' } });
+    const ids = () => [a.event_id, b.event_id, fire.event_id];
+    expect(new DetectorEngine([firing(ids)], { maxTasks: 10, maxEventsPerTask: 8 }).process([a, b, fire])[0]?.evidence_events).toBeUndefined();
+    const [f] = new DetectorEngine([firing(ids)], { maxTasks: 10, maxEventsPerTask: 8, evidenceSummaries: 2 }).process([a, b, fire]);
+    expect(f?.evidence_events?.map((s) => s.event_id)).toEqual([a.event_id, b.event_id]);
+  });
+});
