@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import type { TimelineEvent } from '../shared/event.ts';
+import type { TimelineEvent, ToolCallRecord } from '../shared/event.ts';
 import type { Finding, Severity } from '../shared/finding.ts';
 import type { ToolCatalog } from './catalog/tool-catalog.ts';
 
@@ -68,6 +68,12 @@ export interface DetectorInstance {
    * earlier half was evicted is not found, so a growing count means missed findings.
    */
   stateEvictions?(): Readonly<Record<string, number>>;
+  /**
+   * Rebuilds what the instance learns from history (per-agent baselines) from stored tool calls of
+   * earlier tasks, grouped by task in event-time order; called at start, before any event. Without
+   * it, a restart would forget every baseline until enough new tasks had run.
+   */
+  learnHistory?(calls: readonly ToolCallRecord[]): void;
 }
 
 /** A detector definition. `C` is its config after defaults. */

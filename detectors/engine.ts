@@ -1,4 +1,4 @@
-import type { TimelineEvent } from '../shared/event.ts';
+import type { TimelineEvent, ToolCallRecord } from '../shared/event.ts';
 import { summarizeEvidence, type EvidenceSummary, type Finding } from '../shared/finding.ts';
 import { BoundedMap } from '../shared/lru.ts';
 import type { DetectorInstance, TaskView } from './detector.ts';
@@ -155,6 +155,12 @@ export class DetectorEngine {
   /** Whether the engine holds a window for this task. */
   hasTask(taskId: string): boolean {
     return this.tasks.has(taskId);
+  }
+
+  /** Hands stored tool calls of earlier tasks (grouped by task, in time order) to detectors that learn from history. */
+  learnHistory(calls: readonly ToolCallRecord[]): void {
+    if (calls.length === 0) return;
+    for (const inst of this.instances) inst.learnHistory?.(calls);
   }
 
   /** Records findings as already emitted (stored by an earlier run), so rebuilding state does not emit them again. */

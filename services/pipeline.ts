@@ -77,7 +77,7 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
   const policy = loadPolicy(cfg.policyFile);
   // Read (or made) once: the collector redacts with it, detectors match through its markers.
   const redaction = redactionOptions(cfg, policy.redaction);
-  const { engine, stage: detector } = detectorFromConfig(cfg, policy, { bus, store, log, metrics }, redaction);
+  const { engine, stage: detector } = detectorFromConfig(cfg, policy, { bus, store, log, metrics }, redaction, { learnHistory: opts.mode === 'live' });
   const correlator = new CorrelatorStage({
     bus,
     store,

@@ -136,7 +136,7 @@ export async function startDetectorService(cfg: Readonly<Config>, log: Logger): 
   const bus = createBus(cfg, log, metrics, { durable: true });
   await bus.start();
   const policy = loadPolicy(cfg.policyFile);
-  const { stage } = detectorFromConfig(cfg, policy, { bus, store, log, metrics }, redactionOptions(cfg, policy.redaction));
+  const { stage } = detectorFromConfig(cfg, policy, { bus, store, log, metrics }, redactionOptions(cfg, policy.redaction), { learnHistory: true });
   await stage.start();
   const lagTimer = exportLag(metrics, 'detector', () => stage.lag());
   return withHttp('detector', cfg, log, metrics, {

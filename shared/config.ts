@@ -110,6 +110,14 @@ export const EngineConfigSchema = z.strictObject({
   recoveryWindowMs: ms.default(600_000),
   /** Stored events replayed per task when rebuilding. Default 200. */
   recoveryEventsPerTask: z.number().int().positive().default(200),
+  /**
+   * At start (`start` and the distributed `detector`, not `replay`), per-agent baselines (tool
+   * transitions) are rebuilt from the tool calls stored in this many days of event time before
+   * now, so a restart does not forget what each agent normally does. Days; default 7; 0 disables.
+   */
+  baselineHistoryDays: z.number().min(0).default(7),
+  /** The most recent stored tool calls read for that rebuild, at most. Default 200 000. */
+  baselineHistoryCalls: z.number().int().positive().default(200_000),
 });
 
 /** Storage (ClickHouse) settings. */

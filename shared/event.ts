@@ -301,3 +301,12 @@ export const CredentialBindingSchema = z.object({
   bound_by: z.string().default(''),
 });
 export type CredentialBinding = z.infer<typeof CredentialBindingSchema>;
+
+/** A stored tool call of an earlier task: what detectors rebuild per-agent baselines from at start. */
+export interface ToolCallRecord {
+  task_id: string;
+  agent_id: string;
+  /** Epoch ms. */
+  time: number;
+  tool: string;
+}

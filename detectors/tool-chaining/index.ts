@@ -1,10 +1,10 @@
 import { ACTION_CAPABILITIES, argumentNames, inferFromName, type Capability } from '../catalog/tool-catalog.ts';
 import type { Detector, DetectorContext, DetectorInstance, DetectorMeta, TaskView } from '../detector.ts';
 import { evidenceCopy, makeFinding, type FindingInput } from '../finding-builder.ts';
-import { EVENT_TYPE, type TimelineEvent } from '../../shared/event.ts';
+import { EVENT_TYPE, type TimelineEvent, type ToolCallRecord } from '../../shared/event.ts';
 import type { Finding } from '../../shared/finding.ts';
 import { ClosingMap } from '../../shared/lru.ts';
-import { BaselineStore } from './baseline.ts';
+import { BaselineStore, TASK_START } from './baseline.ts';
 import { ACTION_CHAIN_RULE, CHAIN_FAST_RULE, CHAIN_LONG_RULE, onChainStep } from './chains.ts';
 import { ToolChainingConfigSchema, type ToolChainingConfig } from './config.ts';
 import { fixtures } from './fixtures.ts';
@@ -122,6 +122,36 @@ class ToolChainingInstance implements DetectorInstance {
 
   stateEvictions(): Readonly<Record<string, number>> {
     return { 'limits.max_tasks': this.tasks.evicted, 'baseline.max_agents': this.baselines.evictedAgents };
+  }
+
+  learnHistory(calls: readonly ToolCallRecord[]): void {
+    // As onTransition learns them live: each task's tool calls in order from the task start, the
+    // task counted once, at most max_steps_per_task distinct transitions per task. The agent is the
+    // first one the task's calls name (live, the task's agent).
+    for (let i = 0; i < calls.length; ) {
+      let j = i;
+      const task = (calls[i] as ToolCallRecord).task_id;
+      let agent = '';
+      while (j < calls.length && (calls[j] as ToolCallRecord).task_id === task) {
+        agent ||= (calls[j] as ToolCallRecord).agent_id;
+        j++;
+      }
+      const cfg = this.configFor(agent);
+      if (cfg.baseline.enabled) {
+        const seen = new Set<string>();
+        let from = TASK_START;
+        for (let k = i; k < j; k++) {
+          const to = (calls[k] as ToolCallRecord).tool;
+          const edge = `${from}\u0000${to}`;
+          if (seen.has(edge) || seen.size < cfg.limits.max_steps_per_task) {
+            this.baselines.learn(agent, from, to, seen.size === 0, cfg.baseline);
+            seen.add(edge);
+          }
+          from = to;
+        }
+      }
+      i = j;
+    }
   }
 
   onTaskClosed(task: TaskView): Finding[] {

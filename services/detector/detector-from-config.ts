@@ -20,6 +20,8 @@ export function detectorFromConfig(
   deps: { bus: Bus; store: Store; log: Logger; metrics: MetricsRegistry },
   /** The redaction the collector applies (see `redactionOptions`); unset = off. */
   redaction: RedactorOptions | undefined,
+  /** Rebuild per-agent baselines from stored history at start (live modes; a replay learns as it goes). */
+  opts: { learnHistory: boolean } = { learnHistory: false },
 ): { engine: DetectorEngine; stage: DetectorStage } {
   const redactor = createRedactor(redaction);
   const engine = createDetectorEngine(
@@ -37,6 +39,7 @@ export function detectorFromConfig(
     engine,
     recoveryWindowMs: cfg.engine.recoveryWindowMs,
     recoveryEventsPerTask: cfg.engine.recoveryEventsPerTask,
+    ...(opts.learnHistory ? { baselineHistory: { days: cfg.engine.baselineHistoryDays, maxCalls: cfg.engine.baselineHistoryCalls } } : {}),
   });
   return { engine, stage };
 }

@@ -31,6 +31,11 @@ export interface DetectorStageDeps {
   recoveryWindowMs?: number;
   /** Stored events replayed per task when rebuilding. Default 200. */
   recoveryEventsPerTask?: number;
+  /**
+   * Rebuild per-agent baselines at start from the stored tool calls of this many days (event time)
+   * before now, at most `maxCalls` of the most recent. Unset or `days: 0`: none (replays, tests).
+   */
+  baselineHistory?: { days: number; maxCalls: number };
 }
 
 /**
@@ -105,7 +110,9 @@ export class DetectorStage {
   async start(): Promise<void> {
     // A store without events (a fresh deployment, a benchmark) has no task to rebuild.
     const windowMs = this.deps.recoveryWindowMs ?? 600_000;
-    this.recovering = windowMs > 0 && (await this.deps.store.querySql(`SELECT 1 AS x FROM ${TABLE.events} LIMIT 1`, {}, { maxRows: 1 })).length > 0;
+    const hasEvents = (await this.deps.store.querySql(`SELECT 1 AS x FROM ${TABLE.events} LIMIT 1`, {}, { maxRows: 1 })).length > 0;
+    this.recovering = windowMs > 0 && hasEvents;
+    if (hasEvents) await this.learnHistory();
     this.sub = await this.deps.bus.subscribe({
       groupId: GROUP.detector,
       topics: [TOPIC.timeline],
@@ -151,6 +158,22 @@ export class DetectorStage {
       }
     })();
     while (this.inFlight >= this.maxInFlight) await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
+  }
+
+  /** Rebuilds the detectors' per-agent baselines from stored tool calls (see `baselineHistory`). */
+  private async learnHistory(): Promise<void> {
+    const h = this.deps.baselineHistory;
+    if (!h || h.days <= 0) return;
+    const started = Date.now();
+    const calls = await retryUntilStopped(() => this.deps.store.toolCallHistory(started - h.days * 86_400_000, h.maxCalls), {
+      baseMs: this.deps.retryBaseMs ?? 200,
+      stopped: () => this.stopped,
+      log: this.retryLog,
+      what: 'load tool-call history',
+    });
+    this.deps.engine.learnHistory(calls);
+    this.deps.metrics.counter('runtrail_detector_history_calls_total', 'Stored tool calls the detectors rebuilt per-agent baselines from at start').inc({}, calls.length);
+    this.log.info({ calls: calls.length, tasks: new Set(calls.map((c) => c.task_id)).size, days: h.days, ms: Date.now() - started }, 'baselines rebuilt from stored tool calls');
   }
 
   /**

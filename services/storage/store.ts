@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { Incident, OutboxEntry, OutboxStatus } from '../../shared/alert.ts';
 import type { AlertDelivery, DeadLetter } from '../../shared/bus/bus.ts';
 import type { StorageConfig } from '../../shared/config.ts';
-import { AttributionSchema, type CredentialBinding, type TimelineEvent } from '../../shared/event.ts';
+import { AttributionSchema, EVENT_TYPE, type CredentialBinding, type TimelineEvent, type ToolCallRecord } from '../../shared/event.ts';
 import { StorageError, errorMessage } from '../../shared/errors.ts';
 import type { Finding } from '../../shared/finding.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -35,6 +35,7 @@ import {
   decodeFinding,
   decodeIncident,
   decodeOutbox,
+  microsToMs,
   type StoredEvidence,
   type TableCodec,
 } from './rows.ts';
@@ -98,6 +99,11 @@ export interface Store {
   recentEvents(taskIds: readonly string[], perTask: number): Promise<TimelineEvent[]>;
   /** Ids of the findings stored for the given tasks (so a rebuilt state does not emit them again). */
   findingIds(taskIds: readonly string[]): Promise<string[]>;
+  /**
+   * The agents' stored tool calls since `sinceMs` (event time), the most recent `limit` of them,
+   * grouped by task in event-time order: what a starting detector rebuilds baselines from.
+   */
+  toolCallHistory(sinceMs: number, limit: number): Promise<ToolCallRecord[]>;
   /**
    * Runs one read-only analyst statement with `{name:Type}` parameters. Refuses anything but a
    * read (QueryRejectedError); returns at most `maxRows` rows (default 10 000) and stops after
@@ -511,6 +517,27 @@ LIMIT {n:UInt64}`,
     return decodeAll(rows, decodeEvent, TABLE.events);
   }
 
+  async toolCallHistory(sinceMs: number, limit: number): Promise<ToolCallRecord[]> {
+    if (limit < 1) return [];
+    // Four short columns of the tool calls only; LIMIT 1 BY event_id drops an event stored twice
+    // before a merge (cheaper than FINAL over the whole window).
+    const rows = await this.select(
+      `SELECT task_id, agent_id, tool_name AS tool, toUnixTimestamp64Micro(event_time) AS time_us FROM (
+  SELECT task_id, agent_id, tool_name, event_time FROM ${this.t(TABLE.events)}
+  WHERE type = {type:String} AND source = 'agent' AND task_id != '' AND tool_name != ''
+    AND event_time >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+  ORDER BY event_time DESC, event_id
+  LIMIT 1 BY event_id
+  LIMIT {n:UInt64}
+) ORDER BY task_id, event_time`,
+      { type: EVENT_TYPE.toolCall, since: Math.max(0, Math.floor(sinceMs)), n: Math.floor(limit) },
+    );
+    return decodeAll(rows, (raw) => {
+      const r = ToolCallRowSchema.parse(raw);
+      return { task_id: r.task_id, agent_id: r.agent_id, tool: r.tool, time: microsToMs(r.time_us) };
+    }, TABLE.events);
+  }
+
   async findingIds(taskIds: readonly string[]): Promise<string[]> {
     if (taskIds.length === 0) return [];
     const rows = await this.select(`SELECT DISTINCT id FROM ${this.t(TABLE.findings)} WHERE task_id IN {tasks:Array(String)}`, { tasks: [...taskIds] });
@@ -598,6 +625,8 @@ LIMIT {n:UInt64}`,
     }
   }
 }
+
+const ToolCallRowSchema = z.object({ task_id: z.string(), agent_id: z.string(), tool: z.string(), time_us: z.union([z.string(), z.number()]) });
 
 /** Event ids per attribution lookup: about 7 KiB of URL. */
 const ATTRIBUTION_LOOKUP_IDS = 200;

@@ -48,14 +48,14 @@ function attack(task: string) {
   };
 }
 
-async function startDetector(recoveryWindowMs?: number): Promise<{ bus: LocalBus; findings: Finding[]; stage: DetectorStage }> {
+async function startDetector(recoveryWindowMs?: number, baselineHistory?: { days: number; maxCalls: number }): Promise<{ bus: LocalBus; findings: Finding[]; stage: DetectorStage }> {
   const bus = new LocalBus({ dir: null, fsync: false, maxBatch: 100, maxBacklog: 10_000, segmentBytes: 1 << 20, log: silentLogger() });
   buses.push(bus);
   await bus.start();
   const findings: Finding[] = [];
   await bus.subscribe({ topics: [TOPIC.findings], onBatch: async (b) => void findings.push(...b.messages.map((m) => m.value)) });
   const engine = createDetectorEngine(parsePolicy({}), { maxTasks: 1000, maxEventsPerTask: 16 });
-  const stage = new DetectorStage({ bus, store, engine, log: silentLogger(), metrics: new MetricsRegistry(), recoveryWindowMs });
+  const stage = new DetectorStage({ bus, store, engine, log: silentLogger(), metrics: new MetricsRegistry(), recoveryWindowMs, ...(baselineHistory ? { baselineHistory } : {}) });
   stages.push(stage);
   await stage.start();
   return { bus, findings, stage };
@@ -149,5 +149,53 @@ describe('task-closed markers on the timeline topic', () => {
     expect(decodePayload(TOPIC.timeline, JSON.stringify({ control: 'task_closed', task_id: 't-1' }))).toEqual({ ok: true, value: { control: 'task_closed', task_id: 't-1' } });
     const bad = decodePayload(TOPIC.timeline, JSON.stringify({ control: 'task_closed', task_id: '' }));
     expect(bad.ok).toBe(false);
+  });
+});
+
+describe('per-agent baselines after a restart', () => {
+  // Recent event time: the rebuild reads the stored tool calls of the last `days` before now.
+  const now = Date.now();
+  const AGENT_B = 'release-bot';
+  /** 25 earlier tasks of the agent, each `search_docs -> summarize_findings` (the baseline needs 20). */
+  const history = Array.from({ length: 25 }, (_, i) => [
+    toolCall({ id: `hist-${i}-search`, task: `hist-${i}`, agent: AGENT_B, time: now - 3_600_000 + i * 10_000, tool: 'search_docs', args: { q: 'release notes' }, result: 'found 3' }),
+    toolCall({ id: `hist-${i}-sum`, task: `hist-${i}`, agent: AGENT_B, time: now - 3_600_000 + i * 10_000 + 1000, tool: 'summarize_findings', args: { n: 3 }, result: 'ok' }),
+  ]).flat();
+  /** A new task after the restart that goes somewhere the agent never went. */
+  function novel(task: string) {
+    return [
+      taskStart({ id: `${task}-start`, task, agent: AGENT_B, time: now, input: 'Summarise the release notes.' }),
+      toolCall({ id: `${task}-search`, task, agent: AGENT_B, time: now + 1000, tool: 'search_docs', args: { q: 'release notes' }, result: 'found 3' }),
+      toolCall({ id: `${task}-delete`, task, agent: AGENT_B, time: now + 2000, tool: 'delete_repository', args: { repo: 'payments' }, result: 'deleted' }),
+    ];
+  }
+
+  it('rebuilds them from stored tool calls, so an unseen transition is judged at once', async () => {
+    await store.insertEvents(history);
+    const { bus, findings, stage } = await startDetector(undefined, { days: 1, maxCalls: 10_000 });
+    await bus.publish(TOPIC.timeline, novel('task-novel-1').map((value) => ({ key: 'task-novel-1', value })));
+    await settled(bus, stage);
+    const t = findings.find((f) => f.task_id === 'task-novel-1' && f.rule === 'baseline-transition');
+    expect(t?.join_keys).toMatchObject({ agent_id: AGENT_B, from: 'search_docs', to: 'delete_repository', verdict: 'UNSEEN' });
+    expect(t?.metrics).toMatchObject({ count: 0, from_total: 25, history_tasks: 25 });
+  });
+
+  it('without the rebuild the agent has no baseline yet, and the same task is not judged', async () => {
+    await store.insertEvents(history);
+    const { bus, findings, stage } = await startDetector();
+    await bus.publish(TOPIC.timeline, novel('task-novel-2').map((value) => ({ key: 'task-novel-2', value })));
+    await settled(bus, stage);
+    expect(findings.filter((f) => f.rule === 'baseline-transition')).toEqual([]);
+  });
+
+  it('reads no further back than the window', async () => {
+    await store.insertEvents(history);
+    const calls = await store.toolCallHistory(now - 1000, 10_000);
+    expect(calls.filter((c) => c.agent_id === AGENT_B)).toEqual([]);
+    const all = (await store.toolCallHistory(now - 86_400_000, 10_000)).filter((c) => c.agent_id === AGENT_B);
+    // Inserted by each test of this group, returned once; grouped by task in time order.
+    expect(all).toHaveLength(50);
+    expect(all.slice(0, 2).map((c) => c.tool)).toEqual(['search_docs', 'summarize_findings']);
+    expect(new Set(all.slice(0, 2).map((c) => c.task_id)).size).toBe(1);
   });
 });
