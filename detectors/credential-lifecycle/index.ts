@@ -3,7 +3,7 @@ import { EVENT_TYPE, type TimelineEvent } from '../../shared/event.ts';
 import type { Finding, Severity } from '../../shared/finding.ts';
 import { BoundedMap } from '../../shared/lru.ts';
 import type { Detector, DetectorInstance, DetectorMeta, TaskView } from '../detector.ts';
-import { makeFinding } from '../finding-builder.ts';
+import { evidenceCopy, makeFinding, type EvidenceEvent } from '../finding-builder.ts';
 import { CredentialLifecycleConfigSchema, type CredentialLifecycleConfig } from './config.ts';
 import { CREDENTIAL_LIFECYCLE_FIXTURES } from './fixtures.ts';
 
@@ -59,14 +59,24 @@ const RULE_TAGS: Readonly<Record<string, readonly string[]>> = {
 
 /** Most agents / tasks remembered per credential (enough to cross any sane threshold). */
 const MAX_USERS_PER_CREDENTIAL = 32;
+/** Events once each by id (a user's evidence copy and the event at hand may be the same event), first occurrence kept. */
+function uniqueById(events: readonly EvidenceEvent[]): EvidenceEvent[] {
+  const seen = new Set<string>();
+  return events.filter((x) => !seen.has(x.event_id) && (seen.add(x.event_id), true));
+}
+
 /** Most credentials remembered per task. */
 const MAX_CREDENTIALS_PER_TASK = 64;
 /** Most Vault prefix revocations remembered. */
 const MAX_REVOKED_PREFIXES = 256;
 
-/** What the detector knows about one credential. */
+/**
+ * What the detector knows about one credential. Events kept only as evidence are six-field copies
+ * (`evidenceCopy`); the revocation and the latest use stay whole, because later events are judged
+ * against their principal, outcome, action and origin.
+ */
 interface CredState {
-  issue?: TimelineEvent;
+  issue?: EvidenceEvent;
   /** Task it was issued for ('' when unknown). */
   taskId: string;
   /** Issued for a task an agent stated (not a synthetic session). */
@@ -74,24 +84,25 @@ interface CredState {
   /** Epoch ms, 0 when unknown. */
   expiresAt: number;
   /** The event that states the expiry (issuance or `credential.expired`). */
-  expiryEvent?: TimelineEvent;
+  expiryEvent?: EvidenceEvent;
   revoke?: TimelineEvent;
   /** Latest use by event time (for revocations and task ends that arrive after it). */
   lastUse?: TimelineEvent;
-  agents: Map<string, TimelineEvent>;
-  tasks: Map<string, TimelineEvent>;
+  agents: Map<string, EvidenceEvent>;
+  tasks: Map<string, EvidenceEvent>;
   reported: Set<string>;
 }
 
 /** What the detector knows about one task. */
 interface TaskState {
   agent: string;
-  endEvent?: TimelineEvent;
+  endEvent?: EvidenceEvent;
   /** Epoch ms of the end, 0 while running. */
   endTime: number;
   /** Latest event time seen on time (not late), epoch ms. */
   lastTime: number;
-  lastEvent?: TimelineEvent;
+  /** Evidence copy of the latest on-time event (a whole one per running task was ~2 KB each). */
+  lastEvent?: EvidenceEvent;
   credentials: string[];
 }
 
@@ -190,7 +201,7 @@ export class CredentialLifecycleInstance implements DetectorInstance {
     // Late events are what this detector judges; they must not move the task's own activity window.
     if (!e.late && e.time >= ts.lastTime) {
       ts.lastTime = e.time;
-      ts.lastEvent = e;
+      ts.lastEvent = evidenceCopy(e);
     }
     return ts;
   }
@@ -218,20 +229,21 @@ export class CredentialLifecycleInstance implements DetectorInstance {
   private onIssued(e: TimelineEvent, agent: string, cfg: CredentialLifecycleConfig, out: Finding[]): void {
     const c = e.credential as NonNullable<TimelineEvent['credential']>;
     const cs = this.cred(c.id);
-    cs.issue = e;
+    const ref = evidenceCopy(e);
+    cs.issue = ref;
     cs.taskId = e.task_id;
     cs.realTask = isRealTaskId(e.task_id) && e.attribution !== 'session';
     if (c.expires_at !== undefined) {
       cs.expiresAt = c.expires_at;
-      cs.expiryEvent = e;
+      cs.expiryEvent = ref;
     }
     if (e.task_id) {
       const ts = this.tasks.get(e.task_id);
       if (ts && !ts.credentials.includes(c.id) && ts.credentials.length < MAX_CREDENTIALS_PER_TASK) ts.credentials.push(c.id);
     }
     // The issuing task and agent are the credential's owners: the first "users" for shared-credential.
-    if (cs.realTask && cs.tasks.size < MAX_USERS_PER_CREDENTIAL && !cs.tasks.has(e.task_id)) cs.tasks.set(e.task_id, e);
-    if (agent && cs.agents.size < MAX_USERS_PER_CREDENTIAL && !cs.agents.has(agent)) cs.agents.set(agent, e);
+    if (cs.realTask && cs.tasks.size < MAX_USERS_PER_CREDENTIAL && !cs.tasks.has(e.task_id)) cs.tasks.set(e.task_id, ref);
+    if (agent && cs.agents.size < MAX_USERS_PER_CREDENTIAL && !cs.agents.has(agent)) cs.agents.set(agent, ref);
 
     const lc = cfg['long-lived-credential'];
     if (!lc.enabled || c.expires_at === undefined || matchesAnyGlob(lc.ignore_credentials, c.id)) return;
@@ -259,7 +271,7 @@ export class CredentialLifecycleInstance implements DetectorInstance {
       const cs = this.cred(id);
       if (cs.expiresAt === 0 || e.time < cs.expiresAt) {
         cs.expiresAt = e.time;
-        cs.expiryEvent = e;
+        cs.expiryEvent = evidenceCopy(e);
       }
       return;
     }
@@ -369,7 +381,7 @@ export class CredentialLifecycleInstance implements DetectorInstance {
     const ts = this.tasks.peek(cs.taskId);
     if (!ts) return;
     let endTime: number;
-    let endEvent: TimelineEvent | undefined;
+    let endEvent: EvidenceEvent | undefined;
     let severity: Severity;
     let inferred = false;
     if (ts.endTime > 0) {
@@ -398,7 +410,7 @@ export class CredentialLifecycleInstance implements DetectorInstance {
           `it was used${use.action ? ` for ${use.action}` : ''} ${seconds(after)} s later (grace ${seconds(inferred ? tc.idle_end_ms : tc.grace_ms)} s)` +
           `${use.late ? ', arriving after the task had closed' : ''}, outcome ${use.outcome}.`,
         taskId: cs.taskId,
-        evidence: [cs.issue, endEvent, use].filter((x): x is TimelineEvent => x !== undefined),
+        evidence: [cs.issue, endEvent, use].filter((x): x is EvidenceEvent => x !== undefined),
         joinKeys: { credential_id: id, task_id: cs.taskId },
         windowStart: endTime,
         windowEnd: use.time,
@@ -447,10 +459,11 @@ export class CredentialLifecycleInstance implements DetectorInstance {
   private checkShared(cs: CredState, id: string, e: TimelineEvent, agent: string, cfg: CredentialLifecycleConfig, out: Finding[]): void {
     const sc = cfg['shared-credential'];
     if (!sc.enabled || (e.type === EVENT_TYPE.credentialIssued && !sc.count_minting) || matchesAnyGlob(sc.ignore_credentials, id)) return;
-    if (agent && !cs.agents.has(agent) && cs.agents.size < MAX_USERS_PER_CREDENTIAL) cs.agents.set(agent, e);
+    let ref: EvidenceEvent | undefined;
+    if (agent && !cs.agents.has(agent) && cs.agents.size < MAX_USERS_PER_CREDENTIAL) cs.agents.set(agent, (ref ??= evidenceCopy(e)));
     const unit = sc.follow_delegations ? this.rootTask(e.task_id) : e.task_id;
-    if (isRealTaskId(unit) && !cs.tasks.has(unit) && cs.tasks.size < MAX_USERS_PER_CREDENTIAL) cs.tasks.set(unit, e);
-    const over: Array<{ what: 'agents' | 'tasks'; users: Map<string, TimelineEvent>; max: number }> = [];
+    if (isRealTaskId(unit) && !cs.tasks.has(unit) && cs.tasks.size < MAX_USERS_PER_CREDENTIAL) cs.tasks.set(unit, (ref ??= evidenceCopy(e)));
+    const over: Array<{ what: 'agents' | 'tasks'; users: Map<string, EvidenceEvent>; max: number }> = [];
     if (cs.agents.size > sc.max_agents && !cs.reported.has(`${id}|shared|agents`)) over.push({ what: 'agents', users: cs.agents, max: sc.max_agents });
     if (cs.tasks.size > sc.max_tasks && !cs.reported.has(`${id}|shared|tasks`)) over.push({ what: 'tasks', users: cs.tasks, max: sc.max_tasks });
     for (const o of over) {
@@ -463,7 +476,7 @@ export class CredentialLifecycleInstance implements DetectorInstance {
           title: `Credential ${id} used by ${o.users.size} ${o.what} (max ${o.max})`,
           summary: `Credential ${id} was used by ${o.what} ${[...o.users.keys()].join(', ')}; the policy allows ${o.max}.`,
           taskId: e.task_id || cs.taskId,
-          evidence: [...new Set([...o.users.values(), e])].slice(0, 20),
+          evidence: uniqueById([...o.users.values(), e]).slice(0, 20),
           joinKeys: { credential_id: id },
           metrics: { [o.what]: o.users.size, [`max_${o.what}`]: o.max },
           tags: RULE_TAGS['shared-credential'],

@@ -4,7 +4,7 @@ import { severityRank, type Finding, type Severity } from '../../shared/finding.
 import { BoundedMap } from '../../shared/lru.ts';
 import type { Capability, ToolCatalog } from '../catalog/tool-catalog.ts';
 import type { Detector, DetectorInstance, DetectorMeta, TaskView } from '../detector.ts';
-import { makeFinding } from '../finding-builder.ts';
+import { evidenceCopy, makeFinding, type EvidenceEvent } from '../finding-builder.ts';
 import { LateralMovementConfigSchema, type LateralMovementConfig } from './config.ts';
 import { LATERAL_MOVEMENT_FIXTURES } from './fixtures.ts';
 import { inCidr, networkOf, parseCidr, parseIp, type Cidr } from './network.ts';
@@ -61,17 +61,43 @@ const RULE_TAGS: Readonly<Record<string, readonly string[]>> = {
   'delegation-widening': ['owasp-agentic:T13', 'maestro:L7'],
 };
 
+/**
+ * What the detector keeps of an issuance event: its evidence copy, where it went (host, address)
+ * and what it issued. A whole event (attributes, request and response) is ten times the size, and
+ * one is held per credential.
+ */
+type IssuanceRef = EvidenceEvent & {
+  readonly host: string | undefined;
+  readonly src_ip: string | undefined;
+  readonly credential: { readonly kind: NonNullable<TimelineEvent['credential']>['kind']; readonly subject: string | undefined } | undefined;
+};
+
+function issuanceRef(e: TimelineEvent): IssuanceRef {
+  const c = e.credential;
+  return {
+    event_id: e.event_id,
+    time: e.time,
+    type: e.type,
+    agent_id: e.agent_id,
+    workload_id: e.workload_id,
+    tool: e.tool ? { name: e.tool.name } : undefined,
+    host: e.host,
+    src_ip: e.src_ip,
+    credential: c ? { kind: c.kind, subject: c.subject } : undefined,
+  };
+}
+
 /** What the detector remembers about an issued credential. */
 interface IssuedCredential {
   id: string;
-  event: TimelineEvent;
+  event: IssuanceRef;
   taskId: string;
   /** Bound to a task an agent stated (not a synthetic session or an STS session name). */
   realTask: boolean;
   /** Session-credential hops from a credential not issued in view. */
   depth: number;
   /** Issuance events of the ancestors, oldest first (bounded). */
-  chain: TimelineEvent[];
+  chain: IssuanceRef[];
   /** Account of the issued subject (ARN account), when known. */
   account: string | undefined;
   /** Off-origin dedup keys already reported. */
@@ -94,7 +120,7 @@ interface TaskRuntime {
 interface Baseline {
   samples: number;
   firstTime: number;
-  firstEvent: TimelineEvent;
+  firstEvent: EvidenceEvent;
   items: BoundedMap<string, true>;
 }
 
@@ -112,7 +138,8 @@ interface Delegation {
   taskId: string;
   reach: Reach;
   reported: Set<string>;
-  newResources: BoundedMap<string, TimelineEvent>;
+  /** Resource -> the delegate's event that first touched it (evidence copies). */
+  newResources: BoundedMap<string, EvidenceEvent>;
   resourcesReported: boolean;
 }
 
@@ -292,7 +319,7 @@ export class LateralMovementInstance implements DetectorInstance {
     const depth = parent && hop ? parent.depth + 1 : 0;
     const chain = parent && hop ? [...parent.chain, parent.event].slice(-MAX_CHAIN_EVIDENCE) : [];
     const account = arnAccount(cred.subject) ?? e.resources.find((r) => r.account)?.account;
-    const rec: IssuedCredential = { id: cred.id, event: e, taskId: e.task_id, realTask, depth, chain, account, reported: new Set(), waiting: [] };
+    const rec: IssuedCredential = { id: cred.id, event: issuanceRef(e), taskId: e.task_id, realTask, depth, chain, account, reported: new Set(), waiting: [] };
     this.issued.set(cred.id, rec);
     if (e.task_id) {
       const list = this.taskCredentials.get(e.task_id) ?? [];
@@ -436,7 +463,7 @@ export class LateralMovementInstance implements DetectorInstance {
     if (keys.length === 0) return;
     let b = this.baselines.get(identity);
     if (!b) {
-      b = { samples: 0, firstTime: e.time, firstEvent: e, items: new BoundedMap(nc.max_services_per_identity) };
+      b = { samples: 0, firstTime: e.time, firstEvent: evidenceCopy(e), items: new BoundedMap(nc.max_services_per_identity) };
       this.baselines.set(identity, b);
     }
     const trusted = b.samples >= nc.min_samples && e.time - b.firstTime >= nc.min_baseline_ms;
@@ -562,7 +589,9 @@ export class LateralMovementInstance implements DetectorInstance {
         );
       }
       if (wc.new_resources_threshold > 0 && !dl.resourcesReported) {
-        for (const r of c.resources) if (!dl.reach.resources.has(r) && !dl.newResources.has(r)) dl.newResources.set(r, e);
+        // One copy per event, shared by its resources: the evidence below lists each event once.
+        let ref: EvidenceEvent | undefined;
+        for (const r of c.resources) if (!dl.reach.resources.has(r) && !dl.newResources.has(r)) dl.newResources.set(r, (ref ??= evidenceCopy(e)));
         if (dl.newResources.size >= wc.new_resources_threshold) {
           dl.resourcesReported = true;
           const evidence = [dl.event, ...new Set([...dl.newResources.values()].slice(0, 20))];

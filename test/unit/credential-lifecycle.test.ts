@@ -199,6 +199,11 @@ describe('credential-lifecycle: shared-credential', () => {
       ['max_tasks', 'tasks'],
     ]);
     expect(found[0]?.summary).toContain('collections-agent');
+    // The event that crossed the threshold is also one of the users' first uses: listed once.
+    for (const f of found) {
+      expect(f.evidence.length).toBeGreaterThan(1);
+      expect(new Set(f.evidence).size).toBe(f.evidence.length);
+    }
     expect(byRule(harness().run(fixture('shared-credential (negative)')), 'shared-credential')).toEqual([]);
   });
 
