@@ -74,17 +74,7 @@ type IssuanceRef = EvidenceEvent & {
 
 function issuanceRef(e: TimelineEvent): IssuanceRef {
   const c = e.credential;
-  return {
-    event_id: e.event_id,
-    time: e.time,
-    type: e.type,
-    agent_id: e.agent_id,
-    workload_id: e.workload_id,
-    tool: e.tool ? { name: e.tool.name } : undefined,
-    host: e.host,
-    src_ip: e.src_ip,
-    credential: c ? { kind: c.kind, subject: c.subject } : undefined,
-  };
+  return { ...evidenceCopy(e), host: e.host, src_ip: e.src_ip, credential: c ? { kind: c.kind, subject: c.subject } : undefined };
 }
 
 /** What the detector remembers about an issued credential. */
