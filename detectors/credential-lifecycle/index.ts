@@ -287,7 +287,7 @@ export class CredentialLifecycleInstance implements DetectorInstance {
   }
 
   private onTaskEnded(e: TimelineEvent, ts: TaskState, cfg: CredentialLifecycleConfig, out: Finding[]): void {
-    ts.endEvent = e;
+    ts.endEvent = evidenceCopy(e);
     ts.endTime = e.end_time ?? e.time;
     // Uses stamped after the end may have arrived before the end event.
     for (const id of ts.credentials) {

@@ -111,10 +111,14 @@ interface Measured {
 function measureOne(id: string, detectors: ReadonlyArray<Detector<unknown>>, policy: Policy, opts: DetectorStateOptions): Measured {
   // Fresh events and catalog for each subject: the catalog caches verdicts per tool object, which
   // would otherwise be counted by the first detector measured and be free for the others.
-  const { events, tasks } = agentEvents(opts);
   const catalog = new ToolCatalog(policy.catalog);
   fullGc();
   const before = process.memoryUsage().heapUsed;
+  // Generated after the baseline and released as they are processed (below), so an event a
+  // detector keeps whole counts as its state, as it would in the pipeline, where nothing else
+  // holds an event once it is evaluated.
+  const { events, tasks } = agentEvents(opts);
+  const total = events.length;
   // The engine's own recent-event windows are kept minimal: they are the engine's budget
   // (engine.maxEvents), not per-task detector state.
   const engine = new DetectorEngine(
@@ -123,11 +127,11 @@ function measureOne(id: string, detectors: ReadonlyArray<Detector<unknown>>, pol
     detectors.map((d) => d.meta.id),
   );
   let findings = 0;
-  for (let i = 0; i < events.length; i += 1_000) findings += engine.process(events.slice(i, i + 1_000)).length;
+  while (events.length > 0) findings += engine.process(events.splice(0, 1_000)).length;
   fullGc();
   const after = process.memoryUsage().heapUsed;
   const evicted = engine.stateEvictionsByPolicyPath();
-  return { row: { detector: id, bytes_per_task: Math.round((after - before) / Math.max(1, tasks)), findings, evicted }, tasks, agentEvents: events.length };
+  return { row: { detector: id, bytes_per_task: Math.round((after - before) / Math.max(1, tasks)), findings, evicted }, tasks, agentEvents: total };
 }
 
 /** Runs the measurement: each detector alone, then all together. Synchronous; seconds per 10 000 tasks. */
