@@ -59,16 +59,16 @@ const RULE_TAGS: Readonly<Record<string, readonly string[]>> = {
 
 /** Most agents / tasks remembered per credential (enough to cross any sane threshold). */
 const MAX_USERS_PER_CREDENTIAL = 32;
+/** Most credentials remembered per task. */
+const MAX_CREDENTIALS_PER_TASK = 64;
+/** Most Vault prefix revocations remembered. */
+const MAX_REVOKED_PREFIXES = 256;
+
 /** Events once each by id (a user's evidence copy and the event at hand may be the same event), first occurrence kept. */
 function uniqueById(events: readonly EvidenceEvent[]): EvidenceEvent[] {
   const seen = new Set<string>();
   return events.filter((x) => !seen.has(x.event_id) && (seen.add(x.event_id), true));
 }
-
-/** Most credentials remembered per task. */
-const MAX_CREDENTIALS_PER_TASK = 64;
-/** Most Vault prefix revocations remembered. */
-const MAX_REVOKED_PREFIXES = 256;
 
 /**
  * What the detector knows about one credential. Events kept only as evidence are six-field copies

@@ -11,7 +11,7 @@ import { fixtures } from './fixtures.ts';
 import { INJECTION_RULE, observeTaskStart, onToolCall } from './injection.ts';
 import { SEQUENCE_RULE, closeWindows, onStep } from './sequences.ts';
 import { TaskState, type StepRecord } from './task-state.ts';
-import { TRANSITION_RULE, onTransition } from './transitions.ts';
+import { TRANSITION_RULE, learnTransition, onTransition } from './transitions.ts';
 
 export type { ToolChainingConfig } from './config.ts';
 
@@ -125,32 +125,24 @@ class ToolChainingInstance implements DetectorInstance {
   }
 
   learnHistory(calls: readonly ToolCallRecord[]): void {
-    // As onTransition learns them live: each task's tool calls in order from the task start, the
-    // task counted once, at most max_steps_per_task distinct transitions per task. The agent is the
-    // first one the task's calls name (live, the task's agent).
+    // Replays each stored task's tool calls through the live learning path, on a state of its own.
+    // The agent is the first one the task's calls name (live, the task's agent).
     for (let i = 0; i < calls.length; ) {
-      let j = i;
-      const task = (calls[i] as ToolCallRecord).task_id;
+      const taskId = (calls[i] as ToolCallRecord).task_id;
+      let end = i;
       let agent = '';
-      while (j < calls.length && (calls[j] as ToolCallRecord).task_id === task) {
-        agent ||= (calls[j] as ToolCallRecord).agent_id;
-        j++;
-      }
+      for (; end < calls.length && (calls[end] as ToolCallRecord).task_id === taskId; end++) agent ||= (calls[end] as ToolCallRecord).agent_id;
       const cfg = this.configFor(agent);
       if (cfg.baseline.enabled) {
-        const seen = new Set<string>();
+        const state = new TaskState(taskId, cfg.limits.max_steps_per_task, cfg.limits.max_values_per_task);
+        state.agentId = agent;
         let from = TASK_START;
-        for (let k = i; k < j; k++) {
-          const to = (calls[k] as ToolCallRecord).tool;
-          const edge = `${from}\u0000${to}`;
-          if (seen.has(edge) || seen.size < cfg.limits.max_steps_per_task) {
-            this.baselines.learn(agent, from, to, seen.size === 0, cfg.baseline);
-            seen.add(edge);
-          }
-          from = to;
+        for (const c of calls.slice(i, end)) {
+          learnTransition(state, this.baselines, from, c.tool, cfg.baseline);
+          from = c.tool;
         }
       }
-      i = j;
+      i = end;
     }
   }
 

@@ -11,6 +11,16 @@ import type { StepRecord, TaskState } from './task-state.ts';
 
 export const TRANSITION_RULE = 'baseline-transition';
 
+/**
+ * Counts a transition of the task and adds it to its agent's baseline: the task counts once, and
+ * only its first `max_steps_per_task` distinct transitions are recorded. The live path and the
+ * rebuild from stored history (`learnHistory`) both learn through here.
+ */
+export function learnTransition(state: TaskState, store: BaselineStore, from: string, to: string, cfg: BaselineConfig): void {
+  const first = !state.ownCounts(from, to).contributed;
+  if (state.recordTransition(from, to)) store.learn(state.agentId, from, to, first, cfg);
+}
+
 /** Judges the transition into `step` and records it for the agent's baseline. */
 export function onTransition(state: TaskState, store: BaselineStore, step: StepRecord, previous: StepRecord | undefined, cfg: BaselineConfig): FindingInput[] {
   const from = state.prevTool ?? TASK_START;
@@ -22,7 +32,7 @@ export function onTransition(state: TaskState, store: BaselineStore, step: StepR
   const key = `tr:${from}>${to}`;
   const j = judged && !state.hasFired(key) ? store.judge(state.agentId, from, to, own, cfg) : undefined;
   // Learn after judging: the task's own transition must not make itself look familiar.
-  if (state.recordTransition(from, to)) store.learn(state.agentId, from, to, !own.contributed, cfg);
+  learnTransition(state, store, from, to, cfg);
   if (!j) return [];
   let severity: Severity | 'off' = 'off';
   if (j.verdict === 'UNSEEN') severity = cfg.unseen_severity;

@@ -750,12 +750,12 @@ function round(v: number, digits: number): number {
 }
 
 
-/** The human-readable table printed before the JSON line. */
 /** The running Node and the flags it was started with (command line, then NODE_OPTIONS). */
 export function nodeRuntime(): { version: string; flags: string[] } {
   return { version: process.version, flags: [...process.execArgv.filter((f) => f.startsWith('--') && !f.startsWith('--import')), ...nodeOptionsFlags()] };
 }
 
+/** The human-readable table printed before the JSON line. */
 export function formatBenchTable(r: BenchResult): string {
   const n = (v: number) => v.toLocaleString('en-US');
   const rows: Array<[string, string]> = [

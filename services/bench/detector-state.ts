@@ -88,7 +88,7 @@ function agentEvents(opts: DetectorStateOptions): { events: TimelineEvent[]; tas
         if (!e.task_id) continue;
         tasks.add(e.task_id);
         // The timeline form of an event its own task id attributes (the correlator's `direct`).
-        events.push({ ...e, attribution: 'direct', join_key: e.task_id, late: false } as TimelineEvent);
+        events.push({ ...e, task_id: e.task_id, attribution: 'direct', join_key: e.task_id, unattributed_reason: '', ingested_at: e.ingested_at ?? 0, late: false });
       }
     },
   );

@@ -27,10 +27,10 @@ function intIn(args: ParsedArgs, name: string, min: number, max: number, fallbac
   return v;
 }
 
-/** `--correlators 1,2`: instance counts of the Kafka drain phases. */
 /** Tasks `--detector-state` follows unless --tasks says otherwise: enough for a stable per-task figure in seconds. */
 const DETECTOR_STATE_TASKS = 20_000;
 
+/** `--correlators 1,2`: instance counts of the Kafka drain phases. */
 function correlatorCounts(arg: string | undefined): number[] {
   if (arg === undefined) return [1, 2];
   const counts = arg.split(',').map((v) => Number(v.trim()));

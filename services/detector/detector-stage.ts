@@ -8,7 +8,7 @@ import { RateLimitedLog, type Logger } from '../../shared/logger.ts';
 import { consumerBatchSizes, type Histogram, type MetricsRegistry } from '../../shared/metrics.ts';
 import { Mutex } from '../../shared/mutex.ts';
 import { GROUP, TABLE, TOPIC } from '../../shared/names.ts';
-import { retryUntilStopped } from '../../shared/retry.ts';
+import { retryUntilStopped, type RetryUntilStoppedOptions } from '../../shared/retry.ts';
 import type { DetectorEngine } from '../../detectors/engine.ts';
 import type { Store } from '../storage/store.ts';
 
@@ -69,6 +69,8 @@ export class DetectorStage {
   private inFlight = 0;
   private roomWaiters: Array<() => void> = [];
   private readonly retryLog: RateLimitedLog;
+  /** How every storage and bus call of the stage is retried: with backoff, until it succeeds or the stage stops. */
+  private readonly retryOpts: Omit<RetryUntilStoppedOptions, 'what' | 'permanent'>;
   private readonly evictionLog: RateLimitedLog;
   /** Detector state evictions already reported by {@link noteEvictions}. */
   private evictionsSeen = 0;
@@ -90,6 +92,7 @@ export class DetectorStage {
       [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     );
     this.retryLog = new RateLimitedLog(this.log, 'storing or publishing findings failed; retrying');
+    this.retryOpts = { baseMs: deps.retryBaseMs ?? 200, stopped: () => this.stopped, log: this.retryLog };
     this.evictionLog = new RateLimitedLog(this.log, 'detector state full: patterns whose earlier events were evicted are missed; raise these limits in the policy', 60_000);
     deps.metrics
       .gauge('runtrail_detector_state_evictions', "Evicted so far from the detectors' own bounded state, by detector and the policy limit that bounds it")
@@ -165,12 +168,8 @@ export class DetectorStage {
     const h = this.deps.baselineHistory;
     if (!h || h.days <= 0) return;
     const started = Date.now();
-    const calls = await retryUntilStopped(() => this.deps.store.toolCallHistory(started - h.days * 86_400_000, h.maxCalls), {
-      baseMs: this.deps.retryBaseMs ?? 200,
-      stopped: () => this.stopped,
-      log: this.retryLog,
-      what: 'load tool-call history',
-    });
+    const since = started - h.days * 86_400_000;
+    const calls = await retryUntilStopped(() => this.deps.store.toolCallHistory(since, h.maxCalls), { ...this.retryOpts, what: 'load tool-call history' });
     this.deps.engine.learnHistory(calls);
     this.deps.metrics.counter('runtrail_detector_history_calls_total', 'Stored tool calls the detectors rebuilt per-agent baselines from at start').inc({}, calls.length);
     this.log.info({ calls: calls.length, tasks: new Set(calls.map((c) => c.task_id)).size, days: h.days, ms: Date.now() - started }, 'baselines rebuilt from stored tool calls');
@@ -208,7 +207,7 @@ export class DetectorStage {
       if (e.type !== EVENT_TYPE.taskStarted) tasks.push(e.task_id);
     }
     if (tasks.length === 0) return [];
-    const opts = { baseMs: this.deps.retryBaseMs ?? 200, stopped: () => this.stopped, log: this.retryLog };
+    const opts = this.retryOpts;
     const [history, done] = await Promise.all([
       retryUntilStopped(() => store.recentEvents(tasks, this.deps.recoveryEventsPerTask ?? 200), { ...opts, what: 'load task history' }),
       retryUntilStopped(() => store.findingIds(tasks), { ...opts, what: 'load task findings' }),
@@ -248,7 +247,7 @@ export class DetectorStage {
     const stamped = findings.map((f) => ({ ...f, emitted_at: f.emitted_at ?? now }));
     const counter = metrics.counter('runtrail_findings_total', 'Findings emitted, by detector and severity');
     for (const f of stamped) counter.inc({ detector: f.detector, severity: f.severity });
-    const opts = { baseMs: this.deps.retryBaseMs ?? 200, stopped: () => this.stopped, log: this.retryLog };
+    const opts = this.retryOpts;
     await Promise.all([
       storeOrDeadLetter({ stage: 'detector', topic: TOPIC.findings, what: 'store findings', rows: stamped, insert: (rows) => store.insertFindings(rows), key: (f) => f.id, retry: opts, deps: this.deps, log: this.log }),
       retryUntilStopped(() => bus.publish(TOPIC.findings, stamped.map((f) => ({ key: f.task_id || f.id, value: f }))), { ...opts, what: 'publish findings' }),

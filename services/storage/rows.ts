@@ -11,6 +11,7 @@ import {
   TimelineEventSchema,
   type CredentialBinding,
   type TimelineEvent,
+  type ToolCallRecord,
 } from '../../shared/event.ts';
 import { FindingSchema, compactSummary, type EvidenceSummary, type Finding } from '../../shared/finding.ts';
 import type { AlertDelivery, DeadLetter } from '../../shared/bus/bus.ts';
@@ -299,6 +300,17 @@ export function decodeEvidence(raw: unknown): StoredEvidence {
   const r = EvidenceRowSchema.parse(raw);
   const summary = compactSummary({ ...r, time: microsToMs(r.event_time_us), tool: r.tool_name, resource: r.resource_ids[0] });
   return { summary, resources: r.resource_ids };
+}
+
+/** SELECT list that {@link decodeToolCall} reads, over a subquery of the `events` columns. */
+export const TOOL_CALL_SELECT = 'task_id, agent_id, tool_name, toUnixTimestamp64Micro(event_time) AS event_time_us';
+
+const ToolCallRowSchema = z.object({ task_id: z.string(), agent_id: z.string(), tool_name: z.string(), event_time_us: int64 });
+
+/** Decodes one row selected with {@link TOOL_CALL_SELECT}. */
+export function decodeToolCall(raw: unknown): ToolCallRecord {
+  const r = ToolCallRowSchema.parse(raw);
+  return { task_id: r.task_id, agent_id: r.agent_id, tool: r.tool_name, time: microsToMs(r.event_time_us) };
 }
 
 const EventRowSchema = z.object({

@@ -35,7 +35,8 @@ import {
   decodeFinding,
   decodeIncident,
   decodeOutbox,
-  microsToMs,
+  decodeToolCall,
+  TOOL_CALL_SELECT,
   type StoredEvidence,
   type TableCodec,
 } from './rows.ts';
@@ -522,7 +523,7 @@ LIMIT {n:UInt64}`,
     // Four short columns of the tool calls only; LIMIT 1 BY event_id drops an event stored twice
     // before a merge (cheaper than FINAL over the whole window).
     const rows = await this.select(
-      `SELECT task_id, agent_id, tool_name AS tool, toUnixTimestamp64Micro(event_time) AS time_us FROM (
+      `SELECT ${TOOL_CALL_SELECT} FROM (
   SELECT task_id, agent_id, tool_name, event_time FROM ${this.t(TABLE.events)}
   WHERE type = {type:String} AND source = 'agent' AND task_id != '' AND tool_name != ''
     AND event_time >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
@@ -532,10 +533,7 @@ LIMIT {n:UInt64}`,
 ) ORDER BY task_id, event_time`,
       { type: EVENT_TYPE.toolCall, since: Math.max(0, Math.floor(sinceMs)), n: Math.floor(limit) },
     );
-    return decodeAll(rows, (raw) => {
-      const r = ToolCallRowSchema.parse(raw);
-      return { task_id: r.task_id, agent_id: r.agent_id, tool: r.tool, time: microsToMs(r.time_us) };
-    }, TABLE.events);
+    return decodeAll(rows, decodeToolCall, TABLE.events);
   }
 
   async findingIds(taskIds: readonly string[]): Promise<string[]> {
@@ -625,8 +623,6 @@ LIMIT {n:UInt64}`,
     }
   }
 }
-
-const ToolCallRowSchema = z.object({ task_id: z.string(), agent_id: z.string(), tool: z.string(), time_us: z.union([z.string(), z.number()]) });
 
 /** Event ids per attribution lookup: about 7 KiB of URL. */
 const ATTRIBUTION_LOOKUP_IDS = 200;
