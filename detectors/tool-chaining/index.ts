@@ -53,6 +53,12 @@ class ToolChainingInstance implements DetectorInstance {
   /** Open tasks (`limits.max_tasks`) and, for late events, closed ones (`limits.max_closed_tasks`). */
   private readonly tasks: ClosingMap<string, TaskState>;
   private readonly baselines: BaselineStore;
+  /**
+   * What the stored-history rebuild learned of each recent task (`learnHistory`), handed to the
+   * task's state if it comes back (see {@link TaskState.adoptHistory}). Bounded when filled
+   * (`limits.max_tasks` entries) and only ever shrinks.
+   */
+  private historyCredits = new Map<string, ReadonlyMap<string, number>>();
 
   constructor(
     private readonly configFor: (agentId: string) => ToolChainingConfig,
@@ -127,11 +133,17 @@ class ToolChainingInstance implements DetectorInstance {
   learnHistory(calls: readonly ToolCallRecord[]): void {
     // Replays each stored task's tool calls through the live learning path, on a state of its own.
     // The agent is the first one the task's calls name (live, the task's agent).
+    const learned: Array<{ taskId: string; lastTime: number; transitions: ReadonlyMap<string, number> }> = [];
     for (let i = 0; i < calls.length; ) {
       const taskId = (calls[i] as ToolCallRecord).task_id;
       let end = i;
       let agent = '';
-      for (; end < calls.length && (calls[end] as ToolCallRecord).task_id === taskId; end++) agent ||= (calls[end] as ToolCallRecord).agent_id;
+      let lastTime = 0;
+      for (; end < calls.length && (calls[end] as ToolCallRecord).task_id === taskId; end++) {
+        const c = calls[end] as ToolCallRecord;
+        agent ||= c.agent_id;
+        lastTime = Math.max(lastTime, c.time);
+      }
       const cfg = this.configFor(agent);
       if (cfg.baseline.enabled) {
         const state = new TaskState(taskId, cfg.limits.max_steps_per_task, cfg.limits.max_values_per_task);
@@ -141,9 +153,15 @@ class ToolChainingInstance implements DetectorInstance {
           learnTransition(state, this.baselines, from, c.tool, cfg.baseline);
           from = c.tool;
         }
+        learned.push({ taskId, lastTime, transitions: state.ownTransitionCounts() });
       }
       i = end;
     }
+    // A task still running at the restart is replayed by the engine's recovery (and its
+    // redelivered events): its stored transitions must then be its own, not counted twice. Kept
+    // for the most recent tasks only, as many as may be open at once (`limits.max_tasks`).
+    learned.sort((a, b) => b.lastTime - a.lastTime);
+    this.historyCredits = new Map(learned.slice(0, this.configFor('').limits.max_tasks).map((t) => [t.taskId, t.transitions]));
   }
 
   onTaskClosed(task: TaskView): Finding[] {
@@ -163,6 +181,11 @@ class ToolChainingInstance implements DetectorInstance {
       st = new TaskState(taskId, cfg.limits.max_steps_per_task, cfg.limits.max_values_per_task);
       st.agentId = agentId;
       st.secretMarker = this.ctx.secretMarker;
+      const learned = this.historyCredits.get(taskId);
+      if (learned) {
+        this.historyCredits.delete(taskId);
+        st.adoptHistory(learned);
+      }
       this.tasks.set(taskId, st);
     } else if (!st.agentId && event.agent_id) st.agentId = event.agent_id;
     return st;

@@ -114,6 +114,12 @@ export class TaskState {
   /** This task's own transition counts (subtracted when judging it against its agent's baseline). */
   private ownTransitions: Map<string, number> | undefined;
   private ownFromTotals: Map<string, number> | undefined;
+  /**
+   * Transitions of this task that the agent's baseline already holds from the stored-history
+   * rebuild (see {@link adoptHistory}); replaying them live (a restart's recovery) uses them up
+   * instead of counting them again.
+   */
+  private historyCredit: Map<string, number> | undefined;
   taskInput = '';
   seq = 0;
   toolCalls = 0;
@@ -184,6 +190,39 @@ export class TaskState {
     }
     edges.set(k, (edges.get(k) ?? 0) + 1);
     totals.set(from, (totals.get(from) ?? 0) + 1);
+    return true;
+  }
+
+  /** This task's own transition counts so far (`from\u0000to` -> count); empty before the first. */
+  ownTransitionCounts(): ReadonlyMap<string, number> {
+    return this.ownTransitions ?? new Map();
+  }
+
+  /**
+   * Starts this task from what the stored-history rebuild learned of it: those transitions become
+   * its own counts (so judging subtracts them like any of its own) and a credit, so the same
+   * transitions replayed live are not added to the baseline a second time.
+   */
+  adoptHistory(transitions: ReadonlyMap<string, number>): void {
+    if (transitions.size === 0) return;
+    this.ownTransitions = new Map(transitions);
+    const totals = (this.ownFromTotals = new Map<string, number>());
+    for (const [k, n] of transitions) {
+      const from = k.slice(0, k.indexOf('\u0000'));
+      totals.set(from, (totals.get(from) ?? 0) + n);
+    }
+    this.historyCredit = new Map(transitions);
+  }
+
+  /** Uses up one history credit of this transition: true when the baseline already counts it. */
+  useHistoryCredit(from: string, to: string): boolean {
+    const credit = this.historyCredit;
+    if (!credit) return false;
+    const k = `${from}\u0000${to}`;
+    const n = credit.get(k);
+    if (n === undefined) return false;
+    if (n > 1) credit.set(k, n - 1);
+    else if (credit.delete(k) && credit.size === 0) this.historyCredit = undefined;
     return true;
   }
 

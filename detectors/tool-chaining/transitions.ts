@@ -14,9 +14,12 @@ export const TRANSITION_RULE = 'baseline-transition';
 /**
  * Counts a transition of the task and adds it to its agent's baseline: the task counts once, and
  * only its first `max_steps_per_task` distinct transitions are recorded. The live path and the
- * rebuild from stored history (`learnHistory`) both learn through here.
+ * rebuild from stored history (`learnHistory`) both learn through here; a transition the rebuild
+ * already counted for the task is not counted again when a restart's recovery replays it.
  */
 export function learnTransition(state: TaskState, store: BaselineStore, from: string, to: string, cfg: BaselineConfig): void {
+  // Replayed after a restart: the rebuild already counted it, in the baseline and as the task's own.
+  if (state.useHistoryCredit(from, to)) return;
   const first = !state.ownCounts(from, to).contributed;
   if (state.recordTransition(from, to)) store.learn(state.agentId, from, to, first, cfg);
 }

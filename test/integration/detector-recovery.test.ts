@@ -180,6 +180,19 @@ describe('per-agent baselines after a restart', () => {
     expect(t?.metrics).toMatchObject({ count: 0, from_total: 25, history_tasks: 25 });
   });
 
+  it('counts a task that was running at the restart once: its stored calls are its own, not history', async () => {
+    // The task's start and first call were stored before the restart; recovery replays them.
+    const task = novel('task-novel-3');
+    await store.insertEvents([...history, ...task.slice(0, 2)]);
+    const { bus, findings, stage } = await startDetector(undefined, { days: 1, maxCalls: 10_000 });
+    await bus.publish(TOPIC.timeline, task.slice(2).map((value) => ({ key: 'task-novel-3', value })));
+    await settled(bus, stage);
+    const t = findings.find((f) => f.task_id === 'task-novel-3' && f.rule === 'baseline-transition');
+    expect(t?.join_keys).toMatchObject({ from: 'search_docs', to: 'delete_repository', verdict: 'UNSEEN' });
+    // 25 other tasks: the running one is neither history for itself nor counted twice (was 26).
+    expect(t?.metrics).toMatchObject({ count: 0, from_total: 25, history_tasks: 25 });
+  });
+
   it('without the rebuild the agent has no baseline yet, and the same task is not judged', async () => {
     await store.insertEvents(history);
     const { bus, findings, stage } = await startDetector();
@@ -190,9 +203,11 @@ describe('per-agent baselines after a restart', () => {
 
   it('reads no further back than the window', async () => {
     await store.insertEvents(history);
+    // The earlier tasks only (a test above also stores a task running now).
+    const earlier = (c: { agent_id: string; task_id: string }) => c.agent_id === AGENT_B && c.task_id.startsWith('hist-');
     const calls = await store.toolCallHistory(now - 1000, 10_000);
-    expect(calls.filter((c) => c.agent_id === AGENT_B)).toEqual([]);
-    const all = (await store.toolCallHistory(now - 86_400_000, 10_000)).filter((c) => c.agent_id === AGENT_B);
+    expect(calls.filter(earlier)).toEqual([]);
+    const all = (await store.toolCallHistory(now - 86_400_000, 10_000)).filter(earlier);
     // Inserted by each test of this group, returned once; grouped by task in time order.
     expect(all).toHaveLength(50);
     expect(all.slice(0, 2).map((c) => c.tool)).toEqual(['search_docs', 'summarize_findings']);
