@@ -171,7 +171,7 @@ export class Redactor {
    * another gives the same marker and still correlates.
    */
   marker(secret: string): string {
-    return `${MARK}hmac:${createHmac('sha256', this.key).update(secret, 'utf8').digest('hex').slice(0, 16)}]`;
+    return `${MARK}hmac:${createHmac('sha256', this.key).update(secret, 'utf8').digest().toString('hex', 0, 8)}]`;
   }
 
   /** True when a field of this name holds a secret as a whole. */
