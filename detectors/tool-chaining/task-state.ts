@@ -75,6 +75,9 @@ export interface PendingAbsence {
 /** Acting calls remembered per task, so a source that arrives late can still complete them. */
 const MAX_ACTIONS = 50;
 
+/** Shared empty transition list: never written (see {@link TaskState.recordTransition}). */
+const NO_TRANSITIONS: Array<string | number> = [];
+
 /** Below this length an append copies the array to its exact size. */
 const SMALL_ARRAY = 8;
 
@@ -111,9 +114,12 @@ export class TaskState {
   readonly pending: PendingAbsence[] = [];
   /** Rule keys already reported (one finding per sequence / chain rule / transition per task). */
   private fired: Set<string> | undefined;
-  /** This task's own transition counts (subtracted when judging it against its agent's baseline). */
-  private ownTransitions: Map<string, number> | undefined;
-  private ownFromTotals: Map<string, number> | undefined;
+  /**
+   * This task's own transitions (subtracted when judging it against its agent's baseline), flat:
+   * `from, to, count` per distinct transition, in first-seen order. Scanned, not hashed: a task
+   * has few, and two Maps (with the totals by source tool) were ~460 B for a task's first one.
+   */
+  private own: Array<string | number> = NO_TRANSITIONS;
   /**
    * Transitions of this task that the agent's baseline already holds from the stored-history
    * rebuild (see {@link adoptHistory}); replaying them live (a restart's recovery) uses them up
@@ -179,23 +185,35 @@ export class TaskState {
     if (this.actions.length > MAX_ACTIONS) this.actions.shift();
   }
 
+  /** Index of a transition in {@link own}, or -1. */
+  private ownIndex(from: string, to: string): number {
+    const own = this.own;
+    for (let i = 0; i < own.length; i += 3) if (own[i] === from && own[i + 1] === to) return i;
+    return -1;
+  }
+
   /** Counts a transition of this task; false (and counted as dropped) beyond the per-task bound. */
   recordTransition(from: string, to: string): boolean {
-    const k = `${from}\u0000${to}`;
-    const edges = (this.ownTransitions ??= new Map());
-    const totals = (this.ownFromTotals ??= new Map());
-    if (!edges.has(k) && edges.size >= this.maxSteps) {
+    const i = this.ownIndex(from, to);
+    if (i >= 0) {
+      this.own[i + 2] = (this.own[i + 2] as number) + 1;
+      return true;
+    }
+    if (this.own.length / 3 >= this.maxSteps) {
       this.droppedOwn++;
       return false;
     }
-    edges.set(k, (edges.get(k) ?? 0) + 1);
-    totals.set(from, (totals.get(from) ?? 0) + 1);
+    // Exact-size copies while short (V8 gives a pushed-to array 17 slots); never writes the shared empty list.
+    if (this.own.length < SMALL_ARRAY * 3) this.own = this.own.concat([from, to, 1]);
+    else this.own.push(from, to, 1);
     return true;
   }
 
   /** This task's own transition counts so far (`from\u0000to` -> count); empty before the first. */
   ownTransitionCounts(): ReadonlyMap<string, number> {
-    return this.ownTransitions ?? new Map();
+    const out = new Map<string, number>();
+    for (let i = 0; i < this.own.length; i += 3) out.set(`${this.own[i] as string}\u0000${this.own[i + 1] as string}`, this.own[i + 2] as number);
+    return out;
   }
 
   /**
@@ -205,12 +223,12 @@ export class TaskState {
    */
   adoptHistory(transitions: ReadonlyMap<string, number>): void {
     if (transitions.size === 0) return;
-    this.ownTransitions = new Map(transitions);
-    const totals = (this.ownFromTotals = new Map<string, number>());
+    const own: Array<string | number> = [];
     for (const [k, n] of transitions) {
-      const from = k.slice(0, k.indexOf('\u0000'));
-      totals.set(from, (totals.get(from) ?? 0) + n);
+      const at = k.indexOf('\u0000');
+      own.push(k.slice(0, at), k.slice(at + 1), n);
     }
+    this.own = own;
     this.historyCredit = new Map(transitions);
   }
 
@@ -228,11 +246,16 @@ export class TaskState {
 
   /** This task's own count of a transition and of transitions out of `from`; `contributed` once it recorded any. */
   ownCounts(from: string, to: string): { edge: number; from: number; contributed: boolean } {
-    return {
-      edge: this.ownTransitions?.get(`${from}\u0000${to}`) ?? 0,
-      from: this.ownFromTotals?.get(from) ?? 0,
-      contributed: (this.ownTransitions?.size ?? 0) > 0,
-    };
+    const own = this.own;
+    let edge = 0;
+    let fromTotal = 0;
+    for (let i = 0; i < own.length; i += 3) {
+      if (own[i] !== from) continue;
+      const n = own[i + 2] as number;
+      fromTotal += n;
+      if (own[i + 1] === to) edge = n;
+    }
+    return { edge, from: fromTotal, contributed: own.length > 0 };
   }
 
   /** Whether a rule key was already reported for this task. */
