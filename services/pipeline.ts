@@ -85,11 +85,14 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
     log,
     metrics,
     wallClock: opts.mode === 'live',
-    onTasksClosed: (ids) => detector.closeTasks(ids),
-    timelineHandled:
-      timelineInMemory && bus instanceof LocalBus
-        ? () => bus.whenCommitted(GROUP.detector, TOPIC.timeline, bus.endOffset(TOPIC.timeline))
-        : undefined,
+    onTasksClosed: bus instanceof LocalBus ? (ids) => detector.closeTasks(ids) : undefined,
+    // The detector is in this process: closes wait until it has handled the task's events, and with
+    // the timeline in memory so does every commit of the correlator's input.
+    timelineHandled: bus instanceof LocalBus ? () => bus.whenCommitted(GROUP.detector, TOPIC.timeline, bus.endOffset(TOPIC.timeline)) : undefined,
+    commitAfterHandled: timelineInMemory,
+    // A bus that is not in-process (embedded with Kafka configured) cannot say what the detector
+    // handled: the task-closed marker behind the task's events orders the close there instead.
+    publishTaskCloses: !(bus instanceof LocalBus),
   });
   const alerter = alerterWanted(cfg, opts.mode === 'live' ? 'embedded' : 'replay')
     ? createAlerterStage({ cfg, mode: opts.mode === 'live' ? 'embedded' : 'replay', bus, store, log, metrics })

@@ -38,13 +38,20 @@ export interface CorrelatorStageDeps {
   /** First retry delay when storing or publishing a batch's output failed, ms; doubles up to 5 s. Default 200. */
   retryBaseMs?: number;
   /**
-   * Given when the timeline topic is not durable (embedded mode keeps it in memory): called right
-   * after an output's timeline events are published, it resolves once the detector has handled
-   * and committed everything published so far. The output's inputs are marked done, its tasks
-   * closed and its offsets committed only then, so a crash before the detector handled them
-   * redelivers the inputs and nothing the detector needed is lost.
+   * Given when the detector runs in this process (embedded mode): called right after an output is
+   * published, it resolves once the detector has handled and committed everything published on
+   * the timeline so far. An output that closes tasks tells `onTasksClosed` only then, so
+   * close-time rules (absence sequences) always judge the task's whole timeline, however far the
+   * detector lags. With {@link commitAfterHandled} every output waits for it.
    */
   timelineHandled?: () => Promise<void>;
+  /**
+   * The timeline topic is not durable (embedded mode keeps it in memory): every output's inputs
+   * are marked done and its offsets committed only once the detector handled it
+   * ({@link timelineHandled}), so a crash before that redelivers the inputs and nothing the
+   * detector needed is lost. Default false.
+   */
+  commitAfterHandled?: boolean;
   /** How long shutdown waits for the detector to handle published timeline events, ms. Default 10 000. */
   shutdownGraceMs?: number;
 }
@@ -257,7 +264,8 @@ export class CorrelatorStage {
       await this.retrying('publish bindings', () => bus.publish(TOPIC.bindings, messages));
     }
     // Wrapped: an async function returning a promise would wait for it here.
-    return { handled: out.events.length > 0 ? this.deps.timelineHandled?.() : undefined };
+    const wait = out.closedTasks.length > 0 || (this.deps.commitAfterHandled === true && out.events.length > 0);
+    return { handled: wait ? this.deps.timelineHandled?.() : undefined };
   }
 
   /** Chains an output's final part (after the detector handled it, when tracked) behind the previous one's. */

@@ -88,7 +88,9 @@ afterEach(async () => {
   for (const s of stages.splice(0)) await s.shutdown();
 });
 
-function setup(extra: { timelineHandled?: () => Promise<void>; publishTaskCloses?: boolean } = {}) {
+function setup(
+  extra: { timelineHandled?: () => Promise<void>; commitAfterHandled?: boolean; publishTaskCloses?: boolean; onTasksClosed?: (ids: readonly string[]) => Promise<void> } = {},
+) {
   const local = new LocalBus({ dir: null, fsync: false, maxBatch: 3, maxBacklog: 10_000, segmentBytes: 1 << 20, log: silentLogger() });
   const store = new GatedStore();
   const commits: Array<{ offset: number; storedAtCommit: number }> = [];
@@ -151,6 +153,7 @@ describe('CorrelatorStage pipelined commits', () => {
         asked++;
         return barrier;
       },
+      commitAfterHandled: true,
     });
     await local.start();
     await stage.start();
@@ -167,6 +170,37 @@ describe('CorrelatorStage pipelined commits', () => {
     await stage.idle();
     expect(stage.inFlightOutputs).toBe(0);
   });
+  it('tells onTasksClosed of a close only once the detector has handled the task\'s events, without holding back commits', async () => {
+    let handled: () => void = () => undefined;
+    const barrier = new Promise<void>((r) => (handled = r));
+    let asked = 0;
+    const closed: string[] = [];
+    const { local, store, commits, stage } = setup({
+      timelineHandled: () => {
+        asked++;
+        return barrier;
+      },
+      onTasksClosed: async (ids) => void closed.push(...ids),
+    });
+    await local.start();
+    await stage.start();
+    await local.publish(SOURCE_TOPIC.agent, [agentEvent('tw'), agentEvent('tw')].map((e) => ({ key: 'tw', value: { ...e, ingested_at: T0 } })));
+    await until(() => store.calls.length === 1);
+    store.calls[0]?.release();
+    // No close in this output: committed as soon as stored, the detector is not asked.
+    await until(() => commits.some((c) => c.offset === 2));
+    expect(asked).toBe(0);
+    const closing = stage.tick(true);
+    await until(() => asked === 1);
+    await settle();
+    // The detector has not handled the task's events yet (it lags): close-time rules must wait.
+    expect(closed).toEqual([]);
+    handled();
+    await closing;
+    await until(() => closed.length === 1);
+    expect(closed).toEqual(['tw']);
+  });
+
   for (const publish of [true, false]) {
     it(`${publish ? 'publishes' : 'with publishTaskCloses off publishes no'} task-closed marker${publish ? ' on the timeline after the task\'s events' : ''} when a task closes`, async () => {
       const { local, store, stage } = setup({ publishTaskCloses: publish });
