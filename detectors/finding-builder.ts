@@ -1,6 +1,7 @@
 import type { TimelineEvent } from '../shared/event.ts';
 import type { Finding, Severity } from '../shared/finding.ts';
 import { contentHash } from '../shared/ids.ts';
+import { Interner } from '../shared/intern.ts';
 import type { DetectorMeta } from './detector.ts';
 
 /**
@@ -13,13 +14,28 @@ export type EvidenceEvent = Pick<TimelineEvent, 'event_id' | 'time' | 'type' | '
 
 /**
  * The evidence copy of an event, for detectors that hold evidence for a while (per task, scope or
- * credential): a fixed six-field shape, ~100 B with its tool object, where a spread of the whole
+ * credential): a fixed six-field shape, ~100 B, its ids and tool object shared, where a spread of the whole
  * event is ~45 fields. Per-task state is what bounds how many concurrent tasks a detector can
  * follow (docs/performance.md), so hold one copy per event and share it.
  */
 export function evidenceCopy(e: TimelineEvent): EvidenceEvent {
-  return { event_id: e.event_id, time: e.time, type: e.type, agent_id: e.agent_id, workload_id: e.workload_id, tool: e.tool ? { name: e.tool.name } : undefined };
+  return {
+    event_id: e.event_id,
+    time: e.time,
+    type: e.type,
+    agent_id: e.agent_id === undefined ? undefined : NAMES.get(e.agent_id),
+    workload_id: e.workload_id === undefined ? undefined : NAMES.get(e.workload_id),
+    tool: e.tool ? TOOLS.get(e.tool.name) : undefined,
+  };
 }
+
+/**
+ * Agent and workload ids of evidence copies, and their tool objects, shared across copies: a copy
+ * per event otherwise held its event's own strings (~100 B) and a `{ name }` object (32 B) that
+ * thousands of other copies repeat. Few distinct values in practice; bounded for hostile input.
+ */
+const NAMES = new Interner<string>(20_000, (s) => s);
+const TOOLS = new Interner<{ readonly name: string }>(20_000, (name) => Object.freeze({ name }));
 
 /** What a detector states about one finding; the builder fills in ids, tags and identities. */
 export interface FindingInput {

@@ -180,8 +180,11 @@ export class TaskState {
     }
   }
 
+  /** Remembers an acting call; its argument leaves are kept in an exact-size copy (see {@link append}). */
   pushAction(a: ActionRecord): void {
-    this.actions = append(this.actions, a);
+    // The leaves were gathered by push: even one leaf left 17 slots (~150 B) per remembered call.
+    const kept = a.leaves.length === 0 ? a : { event: a.event, seq: a.seq, caps: a.caps, leaves: a.leaves.slice(), actFactor: a.actFactor };
+    this.actions = append(this.actions, kept);
     if (this.actions.length > MAX_ACTIONS) this.actions.shift();
   }
 
