@@ -31,7 +31,7 @@ export type EventType = (typeof EVENT_TYPE)[keyof typeof EVENT_TYPE];
 export const EventTypeSchema = z.enum(EVENT_TYPES);
 
 /** Input formats the collectors understand; recorded on each event for provenance. */
-export const INGEST_FORMATS = ['otlp-traces', 'otlp-logs', 'cloudtrail', 'vault', 'k8s-audit', 'falco', 'runtrail'] as const;
+export const INGEST_FORMATS = ['otlp-traces', 'otlp-logs', 'cloudtrail', 'vault', 'k8s-audit', 'falco', 'spire', 'runtrail'] as const;
 export const IngestFormatSchema = z.enum(INGEST_FORMATS);
 export type IngestFormat = z.infer<typeof IngestFormatSchema>;
 

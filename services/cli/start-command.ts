@@ -19,7 +19,7 @@ Options:
       --api-port PORT   analyst API and /ui port (default 8080); also RUNTRAIL_API_PORT
 ${COMMON_HELP}
 
-Endpoints: collector POST /v1/traces /v1/logs /v1/ingest/{cloudtrail,vault,k8s-audit,falco}
+Endpoints: collector POST /v1/traces /v1/logs /v1/ingest/{cloudtrail,vault,k8s-audit,falco,spire}
 /v1/events; API GET /v1/tasks /v1/findings /v1/incidents /v1/identities/ID /v1/openapi.json, POST
 /v1/sql, the page at /ui; both GET /healthz /readyz /metrics. Binding beyond loopback needs
 api.tokens (see \`runtrail token\`).

@@ -23,6 +23,7 @@ export const INGEST_ENDPOINTS: Readonly<Record<string, IngestFormat>> = Object.f
   '/v1/ingest/vault': 'vault',
   '/v1/ingest/k8s-audit': 'k8s-audit',
   '/v1/ingest/falco': 'falco',
+  '/v1/ingest/spire': 'spire',
   '/v1/events': 'runtrail',
 });
 

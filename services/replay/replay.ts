@@ -20,6 +20,7 @@ export const REPLAY_FORMATS: Readonly<Record<string, IngestFormat>> = Object.fre
   vault: 'vault',
   'k8s-audit': 'k8s-audit',
   falco: 'falco',
+  spire: 'spire',
   runtrail: 'runtrail',
 });
 
@@ -75,6 +76,8 @@ export async function replay(opts: ReplayOptions): Promise<ReplayStats> {
       throw new InputError(`cannot read input ${f}: ${(err as Error).message}`, err);
     }
   }
+  // SPIRE logs are text lines unless written as JSON; its adapter reads both as text/plain.
+  const contentType = format === 'spire' ? 'text/plain' : 'application/json';
   const started = Date.now();
   const pipeline = await createPipeline({ cfg: opts.cfg, log: opts.log, mode: 'replay' });
   const tasks = new Set<string>();
@@ -104,7 +107,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayStats> {
   try {
     for (const file of opts.files) {
       await replayFile(file, format, adapter, async (body, baseIndex) => {
-        const parsed = adapter.parse(body, 'application/json');
+        const parsed = adapter.parse(body, contentType);
         stats.records += parsed.records;
         stats.rejected += parsed.rejectedCount;
         stats.skipped += parsed.skipped;

@@ -199,6 +199,34 @@ export const FALCO: FuzzFormat = {
   ],
 };
 
+export const SPIRE: FuzzFormat = {
+  name: 'spire',
+  path: '/v1/ingest/spire',
+  contentTypes: ['application/json', 'application/x-ndjson', 'text/plain'],
+  framings: ['array', 'ndjson'],
+  good: (uid, f) => ({
+    time: ISO(f, 1),
+    level: 'debug',
+    msg: 'Signed X509 SVID',
+    method: 'BatchNewX509SVID',
+    request_id: `spire-${uid}`,
+    serial_num: hex32(uid),
+    spiffe_id: `spiffe://example.org/ns/agents/sa/${hex16(uid)}`,
+    caller_id: 'spiffe://example.org/spire/agent/k8s_psat/prod/node-7',
+    caller_addr: '10.0.4.17:61745',
+    expiration: ISO(f, 1),
+    entry_id: f.text,
+    extra: f.extra,
+  }),
+  breakages: [
+    { name: 'time invalid', field: 'time', apply: (r) => ({ ...r, time: 'x' }) },
+    { name: 'time without its zone', field: 'time', apply: (r) => ({ ...r, time: '2026-05-01 12:00:00' }) },
+    { name: 'spiffe_id missing', field: 'spiffe_id', apply: (r) => without(r, 'spiffe_id') },
+    { name: 'msg an object', field: 'msg', apply: (r) => ({ ...r, msg: { text: 'Signed X509 SVID' } }) },
+    { name: 'expiration invalid', field: 'expiration', apply: (r) => ({ ...r, expiration: 'tomorrow' }) },
+  ],
+};
+
 export const RUNTRAIL: FuzzFormat = {
   name: 'runtrail',
   path: '/v1/events',
@@ -274,7 +302,7 @@ export const OTLP_LOGS: FuzzFormat = {
 };
 
 /** Every ingest format. */
-export const FORMATS: readonly FuzzFormat[] = [OTLP_TRACES, OTLP_LOGS, CLOUDTRAIL, VAULT, K8S_AUDIT, FALCO, RUNTRAIL];
+export const FORMATS: readonly FuzzFormat[] = [OTLP_TRACES, OTLP_LOGS, CLOUDTRAIL, VAULT, K8S_AUDIT, FALCO, SPIRE, RUNTRAIL];
 
 /** A record slot in a generated batch: good, broken in a given way, or (NDJSON) a truncated line. */
 export type Slot = { kind: 'good' } | { kind: 'bad'; breakage: number } | { kind: 'truncated'; cut: number };

@@ -13,7 +13,7 @@ const CONTENT_TYPES = ['application/json', 'application/x-ndjson', 'text/plain',
 function accepts(path: string, ctype: string): boolean {
   const base = ctype.split(';')[0]?.trim() ?? '';
   if (path === '/v1/traces' || path === '/v1/logs') return base === 'application/json' || base === 'application/x-protobuf' || base === 'application/protobuf';
-  if (path === '/v1/ingest/cloudtrail' || path === '/v1/ingest/vault') return JSON_TYPES.has(base);
+  if (path === '/v1/ingest/cloudtrail' || path === '/v1/ingest/vault' || path === '/v1/ingest/spire') return JSON_TYPES.has(base);
   return base === 'application/json' || base === 'application/x-ndjson';
 }
 

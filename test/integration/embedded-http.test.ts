@@ -128,6 +128,33 @@ describe('embedded server over HTTP', () => {
     expect(notFound.status).toBe(404);
   });
 
+  it('takes SPIRE Server log lines: an X509-SVID issuance, and the calls made with it, group under the SVID', async () => {
+    const workload = 'spiffe://example.org/ns/agents/sa/spire-e2e';
+    const serial = '209514317385420880713512338458016221337';
+    const ev = (o: Record<string, unknown>) => JSON.stringify(o);
+    // SPIRE's default text log format, as a shipper forwards raw lines; the startup line is skipped.
+    const line =
+      `time="2026-11-21T09:00:01Z" level=debug msg="Signed X509 SVID" caller_addr="10.0.4.17:61745" caller_id="spiffe://example.org/spire/agent/k8s_psat/prod/node-7" ` +
+      `entry_id=d1004dd5-364f-43a3-bdcb-57cce31256d9 expiration="2026-11-21T10:00:01Z" method=BatchNewX509SVID request_id=4a7b1f7e-96d2-42a5-8c98-a8a8f6e28379 ` +
+      `serial_num=${serial} service=svid.v1.SVID spiffe_id="${workload}" subsystem_name=api`;
+    const r1 = await post('/v1/ingest/spire', `time="2026-11-21T08:59:00Z" level=info msg="Starting Server APIs"\n${line}\n`, { 'content-type': 'text/plain' });
+    expect(r1.status).toBe(200);
+    expect(r1.json).toMatchObject({ accepted: 1, rejected: [] });
+    const r2 = await post('/v1/events', ev({ id: 'spire-e2e-use', source: 'resource', type: 'resource.access', time: '2026-11-21T09:00:05Z', credential_id: serial, action: 'payments:charge', resources: [{ id: 'payments/acct-9' }] }));
+    expect(r2.json).toMatchObject({ accepted: 1, rejected: [] });
+    // No task claims the SVID: once event time passes the grace period on every source, the
+    // issuance gets a session task of its own and the call made with it joins it.
+    const later = ['agent', 'workload', 'resource'].map((source, i) => ev({ id: `spire-e2e-later-${i}`, source, type: source === 'agent' ? 'task.started' : 'process.activity', time: '2026-11-21T09:02:00Z', task_id: 'task-spire-later' }));
+    expect((await post('/v1/events', later.join('\n'), { 'content-type': 'application/x-ndjson' })).json).toMatchObject({ accepted: 3, rejected: [] });
+    const tl = await waitFor(() => server.pipeline.store.timeline(`session:${serial}`), (rows) => rows.length >= 2);
+    expect(tl.map((e) => [e.type, e.format, e.attribution])).toEqual([
+      ['credential.issued', 'spire', 'session'],
+      ['resource.access', 'runtrail', 'credential'],
+    ]);
+    expect(tl[0]).toMatchObject({ workload_id: workload, principal: 'spiffe://example.org/spire/agent/k8s_psat/prod/node-7', src_ip: '10.0.4.17', credential: { id: serial, kind: 'x509-svid', subject: workload } });
+    expect(tl[1]).toMatchObject({ join_key: serial });
+  });
+
   it('stores a re-sent batch once', async () => {
     const body = JSON.stringify({ source: 'agent', type: 'model.call', time: '2026-05-01T12:00:11Z', task_id: TASK, event_id: 'ab'.repeat(16) });
     await post('/v1/events', body);

@@ -107,6 +107,7 @@ describe('hostile bodies', () => {
       vault: { field: 'extra', put: (r, m) => ({ ...r, extra: m }) },
       'k8s-audit': { field: 'requestObject', put: (r, m) => ({ ...r, requestObject: m }) },
       falco: { field: 'output_fields', put: (r, m) => ({ ...r, output_fields: { ...(r.output_fields as object), nested: m } }) },
+      spire: { field: 'extra', put: (r, m) => ({ ...r, extra: m }) },
       runtrail: { field: 'attributes', put: (r, m) => ({ ...r, attributes: { nested: m } }) },
       'otlp-traces': { field: 'stringValue', put: (r, m) => ({ ...r, attributes: [{ key: 'deep', value: { stringValue: m } }] }) },
       'otlp-logs': { field: 'body.stringValue', put: (r, m) => ({ ...r, body: { stringValue: m } }) },

@@ -140,3 +140,30 @@ describe('replay input errors', () => {
     expect(r.stderr).toMatch(/unknown --format "syslog"/);
   });
 });
+
+describe('replay of SPIRE Server logs', () => {
+  it('reads a server log in the default text format (JSON lines mixed in), skipping what is not issuance or audit', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'spire-server.log');
+    const serial = '209514317385420880713512338458016221337';
+    writeFileSync(
+      file,
+      [
+        'time="2026-11-21T08:59:00Z" level=info msg="Starting Server APIs" address="[::]:8081" subsystem_name=endpoints',
+        `time="2026-11-21T09:00:01Z" level=debug msg="Signed X509 SVID" caller_id="spiffe://prod.example/spire/agent/x" expiration="2026-11-21T10:00:01Z" method=BatchNewX509SVID serial_num=${serial} spiffe_id="spiffe://prod.example/ns/agents/sa/billing"`,
+        '{"time":"2026-11-21T09:00:03Z","level":"info","msg":"API accessed","type":"audit","method":"BatchCreateEntry","status":"success","caller_uid":0,"caller_path":"/opt/spire/bin/spire-server","spiffe_id":"spiffe://prod.example/ns/x","request_id":"r1"}',
+        'time="2026-11-21T09:00:04Z" level=debug msg="Signed X509 SVID" expiration="2026-11-21T10:00:04Z"',
+        '',
+      ].join('\n'),
+    );
+    const stats = join(dir, 'stats.json');
+    const r = await runtrail(['replay', file, '--format', 'spire', '--data', join(dir, 'data'), '--stats', stats, '--quiet', '--log-level', 'silent']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(stats, 'utf8'))).toMatchObject({ records_read: 4, events_accepted: 2, records_rejected: 1, records_skipped: 1 });
+    const rows = await sqlJson(join(dir, 'data'), 'SELECT type, format, task_id, credential_id FROM runtrail.events FINAL ORDER BY event_time');
+    expect(rows.map((x) => [x.type, x.format, x.task_id])).toEqual([
+      ['credential.issued', 'spire', `session:${serial}`],
+      ['resource.access', 'spire', ''],
+    ]);
+  }, 60_000);
+});
