@@ -6,6 +6,7 @@ import { LateralMovementInstance, lateralMovementDetector } from '../../detector
 import { inCidr, networkOf, parseCidr, parseIp } from '../../detectors/lateral-movement/network.ts';
 import { configResolver, parsePolicy, PolicyError } from '../../detectors/policy.ts';
 import { tev } from '../../detectors/testing.ts';
+import { spireAdapter } from '../../services/collector/adapters/spire.ts';
 import type { TimelineEvent } from '../../shared/event.ts';
 import type { Finding } from '../../shared/finding.ts';
 
@@ -300,5 +301,32 @@ describe('lateral-movement: per-agent overrides and bounded state', () => {
     // The evicted credential is forgotten: its off-origin use can no longer be judged.
     expect(byRule(h.run([use({ id: 'b0-late', task: 'task-b0', key: 'ASIABOUND00000000000', time: 900, srcIp: '203.0.113.9' })]), 'credential-off-origin')).toEqual([]);
     expect(byRule(h.run([use({ id: 'b19-late', task: 'task-b19', key: 'ASIABOUND00000000019', time: 901, srcIp: '203.0.113.9' })]), 'credential-off-origin')).toHaveLength(1);
+  });
+});
+
+describe('lateral movement on SVIDs from SPIRE Server logs', () => {
+  /** The SPIRE adapter's issuance, as the correlator hands it on (a session task of its own). */
+  function svidIssued(): TimelineEvent {
+    const line =
+      'time="2026-05-04T08:00:01Z" level=debug msg="Signed X509 SVID" caller_addr="10.0.4.17:61745" caller_id="spiffe://example.org/spire/agent/k8s_psat/prod/node-7" ' +
+      'expiration="2026-05-04T09:00:01Z" method=BatchNewX509SVID serial_num=777 spiffe_id="spiffe://example.org/ns/agents/sa/billing-agent"';
+    const [e] = spireAdapter.parse(Buffer.from(line), 'text/plain').events;
+    if (!e) throw new Error('adapter');
+    return { ...e, task_id: 'session:777', attribution: 'session', join_key: '777', unattributed_reason: '', ingested_at: e.time, late: false };
+  }
+  function svidUse(id: string, workload: string, srcIp: string): TimelineEvent {
+    return tev({ id, source: 'workload', type: 'resource.access', format: 'runtrail', time: at(5), task_id: 'session:777', attribution: 'credential', credential_id: '777', workload_id: workload, src_ip: srcIp, action: 'payments:charge', outcome: 'success' });
+  }
+
+  it('flags an SVID used by another workload than the one SPIRE issued it to', () => {
+    const { run } = harness();
+    const fs = byRule(run([svidIssued(), svidUse('u1', 'spiffe://example.org/ns/agents/sa/research-agent', '10.244.3.9')]), 'credential-off-origin');
+    expect(fs).toHaveLength(1);
+    expect(fs[0]?.metrics).toMatchObject({ workload_mismatch: 1, network_mismatch: 0 });
+  });
+
+  it('does not flag the workload itself using it from its pod address (the issuance names no source address: that was the node agent)', () => {
+    const { run } = harness();
+    expect(byRule(run([svidIssued(), svidUse('u2', 'spiffe://example.org/ns/agents/sa/billing-agent', '10.244.3.9')]), 'credential-off-origin')).toEqual([]);
   });
 });

@@ -109,7 +109,6 @@ describe('SPIRE Server log adapter', () => {
       time: Date.parse('2026-11-21T09:00:01Z'),
       workload_id: WORKLOAD,
       principal: AGENT,
-      src_ip: '10.0.4.17',
       request_id: X509_JSON.request_id,
       action: 'spire:BatchNewX509SVID',
       resources: [{ type: 'spiffe-id', id: WORKLOAD }],
@@ -122,7 +121,9 @@ describe('SPIRE Server log adapter', () => {
         tags: { entry_id: X509_JSON.entry_id, revision_number: '3', authorized_as: 'agent', authorized_via: 'datastore', subsystem_name: 'api' },
       },
     });
-    expect(r.events[0]?.attributes).toMatchObject({ service: 'svid.v1.SVID', level: 'debug' });
+    // The node agent's address, not the workload's: kept, but not the issuance's source address.
+    expect(r.events[0]?.src_ip).toBeUndefined();
+    expect(r.events[0]?.attributes).toMatchObject({ service: 'svid.v1.SVID', level: 'debug', caller_addr: '10.0.4.17:61745' });
   });
 
   it('reads the default text format the same way, raw or wrapped by Fluent Bit or Vector', () => {
@@ -134,7 +135,7 @@ describe('SPIRE Server log adapter', () => {
       expect(r.rejected).toEqual([]);
       expect(r.events).toHaveLength(1);
       expect(r.events[0]?.credential).toEqual(fromJson?.credential);
-      expect(r.events[0]).toMatchObject({ time: fromJson?.time, workload_id: WORKLOAD, principal: AGENT, src_ip: '10.0.4.17', type: EVENT_TYPE.credentialIssued });
+      expect(r.events[0]).toMatchObject({ time: fromJson?.time, workload_id: WORKLOAD, principal: AGENT, type: EVENT_TYPE.credentialIssued });
     }
   });
 
@@ -144,13 +145,12 @@ describe('SPIRE Server log adapter', () => {
     expect(e?.credential?.id).toBe(`x509-svid:${WORKLOAD}@2026-11-21T10:00:01Z`);
   });
 
-  it('turns a signed JWT-SVID into a jwt-svid issuance with a stable id, audience as a tag, an IPv6 caller', () => {
+  it('turns a signed JWT-SVID into a jwt-svid issuance with a stable id and the audience as a tag', () => {
     const a = parse(ndjson(JWT_JSON)).events[0];
     const b = parse(ndjson(JWT_JSON)).events[0];
     expect(a).toMatchObject({
       type: EVENT_TYPE.credentialIssued,
       workload_id: WORKLOAD,
-      src_ip: 'fd00::4',
       credential: { kind: 'jwt-svid', subject: WORKLOAD, expires_at: Date.parse('2026-11-21T09:05:02Z'), tags: { audience: 'vault,payments-api' } },
     });
     expect(a?.credential?.id).toMatch(/^jwt-svid:[0-9a-f]{32}$/);
@@ -176,6 +176,8 @@ describe('SPIRE Server log adapter', () => {
     });
     expect(r.events[0]?.workload_id).toBeUndefined();
     expect(r.events[1]).toMatchObject({ action: 'spire:MintX509SVID', principal: AGENT, workload_id: AGENT, src_ip: '10.0.4.17', outcome: 'failure' });
+    const ipv6 = parse(ndjson({ ...AUDIT_DENIED, caller_addr: '[fd00::4]:40112' })).events[0];
+    expect(ipv6?.src_ip).toBe('fd00::4');
     expect(r.events[1]?.attributes).toMatchObject({ status_code: 'PermissionDenied' });
   });
 

@@ -18,13 +18,16 @@ import { MAX_RECORD_DEPTH, ResultBuilder, decodeUtf8, frameJsonRecords, read, to
  *   `credential.issued` with kind `x509-svid`: the credential id is the certificate serial number
  *   (`serial_num`, logged since SPIRE 1.6; before, `x509-svid:<spiffe_id>@<expiration>`), the
  *   subject and `workload_id` the SVID's `spiffe_id`, expiry from `expiration`; the caller (the
- *   SPIRE agent that asked for it) is the principal and `caller_addr` the source address;
+ *   SPIRE agent that asked for it) is the principal. `caller_addr` stays in attributes only: it is
+ *   the node agent's address, not the workload's, and as the issuance's source address it would
+ *   make every use of the SVID from a pod look like use from another network;
  * - `Server CA successfully signed JWT SVID` (and the older `Signed JWT SVID`) becomes
  *   `credential.issued` with kind `jwt-svid`; SPIRE does not log the token id, so the id is a hash
  *   of the SPIFFE ID, audience, expiry and request id;
  * - audit entries (`type: audit`, with `audit_log_enabled = true`; one per operation of a batch
  *   call) become `resource.access`: the API method (`spire:<method>`) called on the server by the
- *   caller, on the SPIFFE ID or registration entry it names, `status` as the outcome;
+ *   caller (and its `caller_addr` as the source address), on the SPIFFE ID or registration entry it
+ *   names, `status` as the outcome;
  * - every other line (startup, attestation details, errors without an audit entry) is counted as
  *   skipped.
  */
@@ -152,7 +155,6 @@ function convert(rec: SpireRecord): CanonicalEventInput[] | null {
     time,
     format: 'spire' as const,
     principal: callerId ?? udsCaller(f),
-    src_ip: ipOf(f.str('caller_addr')),
     request_id: requestId,
     attributes: attributesOf(fields),
   };
@@ -171,6 +173,7 @@ function convert(rec: SpireRecord): CanonicalEventInput[] | null {
         ...common,
         event_id: eventId('spire', ...idParts),
         type: EVENT_TYPE.resourceAccess,
+        src_ip: ipOf(f.str('caller_addr')),
         // The identity acting: an X509-SVID caller's SPIFFE ID (local admin calls have none).
         workload_id: callerId?.startsWith('spiffe://') ? callerId : undefined,
         action: `spire:${method}`,
