@@ -166,14 +166,14 @@ export class BlastRadiusInstance implements DetectorInstance {
     const taskCfg = this.configFor(e.agent_id ?? taskAgent(task));
     if (task.taskId && taskCfg.task.enabled) {
       const c = this.contribution(e, taskCfg);
-      this.score(`task:${task.taskId}`, e, c, taskCfg, 'task', task.taskId, out);
+      this.score(['task', task.taskId].join(':'), e, c, taskCfg, 'task', task.taskId, out);
     }
     const idCfg = e.agent_id ? this.configFor(e.agent_id) : taskCfg;
     if (idCfg.identity.enabled && idCfg.identity.sources.includes(e.source)) {
       const raw = e.workload_id ?? e.principal;
       if (raw) {
         const identity = rewriteIdentity(raw, idCfg.identity.identity_rewrites);
-        this.score(`identity:${identity}`, e, this.contribution(e, idCfg), idCfg, 'identity', identity, out);
+        this.score(['identity', identity].join(':'), e, this.contribution(e, idCfg), idCfg, 'identity', identity, out);
       }
     }
     return out;
@@ -211,7 +211,9 @@ export class BlastRadiusInstance implements DetectorInstance {
     if (!changes) return c;
     const action = e.action ?? (e.tool ? `tool:${e.tool.name}` : e.type);
     // Two sends to different recipients are two changes; the same call repeated is one.
-    c.change = `${action}|${target ?? (e.tool?.arguments ? contentHash(e.tool.arguments) : '')}`;
+    // Joined, not a template: the key is held per scope item, and a template's result is a
+    // concatenated string that keeps a 32 B cons header (and, until hashed, its parts) alive.
+    c.change = [action, target ?? (e.tool?.arguments ? contentHash(e.tool.arguments) : '')].join('|');
     // Privilege counts per action: the level of access, not the number of targets.
     if (privileged) c.privileged = action;
     return c;
@@ -264,7 +266,7 @@ export class BlastRadiusInstance implements DetectorInstance {
       touch('changes', c.change);
       for (const cap of c.capabilities) {
         if (cfg.weights.capabilities[cap] === undefined) continue;
-        const k = `${cap}|${c.change}`;
+        const k = [cap, c.change].join('|');
         const cur = s.capabilities.peek(k);
         if (cur) {
           if (e.time > cur.time) s.capabilities.set(k, { ...cur, time: e.time });
