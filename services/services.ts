@@ -11,6 +11,7 @@ import { assertAccessConfigured } from './api/auth.ts';
 import { createAlerterStage } from './alerter/index.ts';
 import { collectorRoutes } from './collector/collector-routes.ts';
 import { Ingestor } from './collector/ingest.ts';
+import { RawTopicSource } from './collector/raw-topic-source.ts';
 import { CorrelatorStage } from './correlator/correlator-stage.ts';
 import { detectorFromConfig } from './detector/detector-from-config.ts';
 import { ClickHouseStore, type Store } from './storage/store.ts';
@@ -91,7 +92,14 @@ export async function startCollectorService(cfg: Readonly<Config>, log: Logger):
   await bus.start();
   const ingestor = new Ingestor(bus, metrics, { redaction: redactionOptions(cfg, loadPolicy(cfg.policyFile).redaction) });
   const routes = collectorRoutes({ cfg: cfg.collector, ingestor, log: log.child({ component: 'collector' }), metrics });
-  return withHttp('collector', cfg, log, metrics, { bus, routes, stop: () => bus.shutdown() }, cfg.collector.host, cfg.collector.port);
+  // Shippers that write their records straight to Kafka (kafka.rawTopics; none by default).
+  const raw = new RawTopicSource({ kafka: cfg.kafka, ingestor, bus, log, metrics });
+  await raw.start();
+  const stop = async (): Promise<void> => {
+    await raw.shutdown();
+    await bus.shutdown();
+  };
+  return withHttp('collector', cfg, log, metrics, { bus, routes, stop }, cfg.collector.host, cfg.collector.port);
 }
 
 /**

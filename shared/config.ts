@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './errors.ts';
+import { IngestFormatSchema } from './event.ts';
 import { SeveritySchema } from './finding.ts';
 import { DEFAULT_TOPIC_NAMES, TOPIC_IDS, type TopicId } from './names.ts';
 
@@ -180,6 +181,13 @@ export const KafkaConfigSchema = z.strictObject({
   replicationFactor: z.number().int().positive().default(1),
   /** Retention of non-compacted topics, ms. Default 7 days. */
   retentionMs: z.number().int().positive().default(7 * 24 * 3600_000),
+  /**
+   * Topics that shippers write their standard records to (Fluent Bit's `kafka` output, Vector's
+   * `kafka` sink), by format: `{ cloudtrail: "shipper.cloudtrail", spire: "shipper.spire" }`. The
+   * `collector` service converts them as the HTTP endpoints do (each message one body). Default
+   * none.
+   */
+  rawTopics: z.partialRecord(IngestFormatSchema, z.string().min(1)).default({}),
 });
 
 /** HTTP settings for health/metrics of services without their own HTTP API. */

@@ -53,6 +53,26 @@ const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [logLevel.DEBUG]: 'debug',
 };
 
+/**
+ * A kafkajs client for the configured brokers, logging through pino: the bus's, and that of
+ * anything else in the process that talks to the same cluster (the collector's raw-topic source).
+ */
+export function kafkaClient(kafka: Config['kafka'], log: Logger): Kafka {
+  return new Kafka({
+    clientId: kafka.clientId,
+    brokers: kafka.brokers,
+    connectionTimeout: 3000,
+    requestTimeout: 10_000,
+    retry: { initialRetryTime: 200, retries: 5 },
+    logLevel: logLevel.WARN,
+    logCreator: () => (entry: LogEntry) => {
+      const level = LEVELS[entry.level] ?? 'info';
+      const { message, ...rest } = entry.log;
+      log[level]({ kafka: entry.namespace, ...rest }, String(message));
+    },
+  });
+}
+
 /** Kafka-backed bus. */
 export class KafkaBus implements Bus {
   readonly kind = 'kafka' as const;
@@ -68,20 +88,7 @@ export class KafkaBus implements Bus {
 
   constructor(private readonly opts: KafkaBusOptions) {
     this.log = opts.log.child({ component: 'kafka' });
-    const log = this.log;
-    this.kafka = new Kafka({
-      clientId: opts.kafka.clientId,
-      brokers: opts.kafka.brokers,
-      connectionTimeout: 3000,
-      requestTimeout: 10_000,
-      retry: { initialRetryTime: 200, retries: 5 },
-      logLevel: logLevel.WARN,
-      logCreator: () => (entry: LogEntry) => {
-        const level = LEVELS[entry.level] ?? 'info';
-        const { message, ...rest } = entry.log;
-        log[level]({ kafka: entry.namespace, ...rest }, String(message));
-      },
-    });
+    this.kafka = kafkaClient(opts.kafka, this.log);
     for (const id of TOPIC_IDS) this.nameToId.set(this.topicName(id), id);
   }
 
