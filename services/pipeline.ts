@@ -69,10 +69,12 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
   const store = new ClickHouseStore(cfg.storage, cfg.dataDir, log, metrics);
   await store.start();
   const bus = createBus(cfg, log, metrics, { durable: opts.mode === 'live', forceLocal: opts.mode === 'replay' });
+  // The in-process bus can say what the detector has handled; Kafka (embedded with `kafka.brokers`) cannot.
+  const localBus = bus instanceof LocalBus ? bus : undefined;
   // With a write-ahead log, the timeline can stay in memory: the correlator then commits its input
   // only once the detector has committed what came of it (see `bus.timelineInMemory`).
-  const timelineInMemory = bus instanceof LocalBus && opts.mode === 'live' && cfg.bus.durable && cfg.bus.timelineInMemory;
-  if (timelineInMemory) bus.keepInMemoryOnly(TOPIC.timeline);
+  const timelineInMemory = localBus !== undefined && opts.mode === 'live' && cfg.bus.durable && cfg.bus.timelineInMemory;
+  if (timelineInMemory) localBus?.keepInMemoryOnly(TOPIC.timeline);
   await bus.start();
   const policy = loadPolicy(cfg.policyFile);
   // Read (or made) once: the collector redacts with it, detectors match through its markers.
@@ -85,14 +87,13 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
     log,
     metrics,
     wallClock: opts.mode === 'live',
-    onTasksClosed: bus instanceof LocalBus ? (ids) => detector.closeTasks(ids) : undefined,
-    // The detector is in this process: closes wait until it has handled the task's events, and with
-    // the timeline in memory so does every commit of the correlator's input.
-    timelineHandled: bus instanceof LocalBus ? () => bus.whenCommitted(GROUP.detector, TOPIC.timeline, bus.endOffset(TOPIC.timeline)) : undefined,
+    // On the LocalBus closes wait until the detector has handled the task's events, and with the
+    // timeline in memory so does every commit of the correlator's input. On Kafka the task-closed
+    // marker behind the task's events orders the close instead.
+    onTasksClosed: localBus ? (ids) => detector.closeTasks(ids) : undefined,
+    timelineHandled: localBus ? () => localBus.whenCommitted(GROUP.detector, TOPIC.timeline, localBus.endOffset(TOPIC.timeline)) : undefined,
     commitAfterHandled: timelineInMemory,
-    // A bus that is not in-process (embedded with Kafka configured) cannot say what the detector
-    // handled: the task-closed marker behind the task's events orders the close there instead.
-    publishTaskCloses: !(bus instanceof LocalBus),
+    publishTaskCloses: !localBus,
   });
   const alerter = alerterWanted(cfg, opts.mode === 'live' ? 'embedded' : 'replay')
     ? createAlerterStage({ cfg, mode: opts.mode === 'live' ? 'embedded' : 'replay', bus, store, log, metrics })

@@ -259,7 +259,7 @@ export type TimelineEvent = z.infer<typeof TimelineEventSchema>;
  * linger, or its idle timeout). In distributed mode the correlator publishes it after the task's
  * events, keyed by the task id, so it follows them on the task's partition; the detector service
  * then runs close-time rules (absence windows) and releases the task's state. The embedded
- * pipeline calls the detector stage directly and publishes none.
+ * pipeline on its in-process bus calls the detector stage directly and publishes none.
  */
 export const TaskClosedMarkerSchema = z.strictObject({
   control: z.literal('task_closed'),

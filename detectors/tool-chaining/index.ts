@@ -10,7 +10,7 @@ import { ToolChainingConfigSchema, type ToolChainingConfig } from './config.ts';
 import { fixtures } from './fixtures.ts';
 import { INJECTION_RULE, observeTaskStart, onToolCall } from './injection.ts';
 import { SEQUENCE_RULE, closeWindows, onStep } from './sequences.ts';
-import { TaskState, type StepRecord } from './task-state.ts';
+import { TaskState, type StepRecord, type TransitionCounts } from './task-state.ts';
 import { TRANSITION_RULE, learnTransition, onTransition } from './transitions.ts';
 
 export type { ToolChainingConfig } from './config.ts';
@@ -58,7 +58,7 @@ class ToolChainingInstance implements DetectorInstance {
    * task's state if it comes back (see {@link TaskState.adoptHistory}). Bounded when filled
    * (`limits.max_tasks` entries) and only ever shrinks.
    */
-  private historyCredits = new Map<string, ReadonlyMap<string, number>>();
+  private historyCredits = new Map<string, Readonly<TransitionCounts>>();
 
   constructor(
     private readonly configFor: (agentId: string) => ToolChainingConfig,
@@ -133,7 +133,7 @@ class ToolChainingInstance implements DetectorInstance {
   learnHistory(calls: readonly ToolCallRecord[]): void {
     // Replays each stored task's tool calls through the live learning path, on a state of its own.
     // The agent is the first one the task's calls name (live, the task's agent).
-    const learned: Array<{ taskId: string; lastTime: number; transitions: ReadonlyMap<string, number> }> = [];
+    const learned: Array<{ taskId: string; lastTime: number; transitions: Readonly<TransitionCounts> }> = [];
     for (let i = 0; i < calls.length; ) {
       const taskId = (calls[i] as ToolCallRecord).task_id;
       let end = i;
@@ -153,7 +153,7 @@ class ToolChainingInstance implements DetectorInstance {
           learnTransition(state, this.baselines, from, c.tool, cfg.baseline);
           from = c.tool;
         }
-        learned.push({ taskId, lastTime, transitions: state.ownTransitionCounts() });
+        learned.push({ taskId, lastTime, transitions: state.ownTransitions() });
       }
       i = end;
     }

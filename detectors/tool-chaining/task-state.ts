@@ -75,8 +75,17 @@ export interface PendingAbsence {
 /** Acting calls remembered per task, so a source that arrives late can still complete them. */
 const MAX_ACTIONS = 50;
 
+/** A task's transitions, flat: `from, to, count` per distinct transition, in first-seen order. */
+export type TransitionCounts = Array<string | number>;
+
 /** Shared empty transition list: never written (see {@link TaskState.recordTransition}). */
-const NO_TRANSITIONS: Array<string | number> = [];
+const NO_TRANSITIONS: TransitionCounts = [];
+
+/** Index of a transition in a {@link TransitionCounts}, or -1. Scanned, not hashed: a task has few. */
+function transitionIndex(list: TransitionCounts, from: string, to: string): number {
+  for (let i = 0; i < list.length; i += 3) if (list[i] === from && list[i + 1] === to) return i;
+  return -1;
+}
 
 /** Below this length an append copies the array to its exact size. */
 const SMALL_ARRAY = 8;
@@ -115,17 +124,16 @@ export class TaskState {
   /** Rule keys already reported (one finding per sequence / chain rule / transition per task). */
   private fired: Set<string> | undefined;
   /**
-   * This task's own transitions (subtracted when judging it against its agent's baseline), flat:
-   * `from, to, count` per distinct transition, in first-seen order. Scanned, not hashed: a task
-   * has few, and two Maps (with the totals by source tool) were ~460 B for a task's first one.
+   * This task's own transitions (subtracted when judging it against its agent's baseline). One
+   * flat list: two Maps (with the totals by source tool) were ~460 B for a task's first one.
    */
-  private own: Array<string | number> = NO_TRANSITIONS;
+  private own: TransitionCounts = NO_TRANSITIONS;
   /**
    * Transitions of this task that the agent's baseline already holds from the stored-history
    * rebuild (see {@link adoptHistory}); replaying them live (a restart's recovery) uses them up
    * instead of counting them again.
    */
-  private historyCredit: Map<string, number> | undefined;
+  private historyCredit: TransitionCounts | undefined;
   taskInput = '';
   seq = 0;
   toolCalls = 0;
@@ -183,21 +191,14 @@ export class TaskState {
   /** Remembers an acting call; its argument leaves are kept in an exact-size copy (see {@link append}). */
   pushAction(a: ActionRecord): void {
     // The leaves were gathered by push: even one leaf left 17 slots (~150 B) per remembered call.
-    const kept = a.leaves.length === 0 ? a : { event: a.event, seq: a.seq, caps: a.caps, leaves: a.leaves.slice(), actFactor: a.actFactor };
+    const kept = a.leaves.length === 0 ? a : { ...a, leaves: a.leaves.slice() };
     this.actions = append(this.actions, kept);
     if (this.actions.length > MAX_ACTIONS) this.actions.shift();
   }
 
-  /** Index of a transition in {@link own}, or -1. */
-  private ownIndex(from: string, to: string): number {
-    const own = this.own;
-    for (let i = 0; i < own.length; i += 3) if (own[i] === from && own[i + 1] === to) return i;
-    return -1;
-  }
-
   /** Counts a transition of this task; false (and counted as dropped) beyond the per-task bound. */
   recordTransition(from: string, to: string): boolean {
-    const i = this.ownIndex(from, to);
+    const i = transitionIndex(this.own, from, to);
     if (i >= 0) {
       this.own[i + 2] = (this.own[i + 2] as number) + 1;
       return true;
@@ -212,11 +213,14 @@ export class TaskState {
     return true;
   }
 
-  /** This task's own transition counts so far (`from\u0000to` -> count); empty before the first. */
-  ownTransitionCounts(): ReadonlyMap<string, number> {
-    const out = new Map<string, number>();
-    for (let i = 0; i < this.own.length; i += 3) out.set(`${this.own[i] as string}\u0000${this.own[i + 1] as string}`, this.own[i + 2] as number);
-    return out;
+  /** This task's own transition counts so far (empty before the first); not to be changed. */
+  ownTransitions(): Readonly<TransitionCounts> {
+    return this.own;
+  }
+
+  /** Whether the task has counted any transition of its own (it then counts once as a task of history). */
+  get contributed(): boolean {
+    return this.own.length > 0;
   }
 
   /**
@@ -224,26 +228,19 @@ export class TaskState {
    * its own counts (so judging subtracts them like any of its own) and a credit, so the same
    * transitions replayed live are not added to the baseline a second time.
    */
-  adoptHistory(transitions: ReadonlyMap<string, number>): void {
-    if (transitions.size === 0) return;
-    const own: Array<string | number> = [];
-    for (const [k, n] of transitions) {
-      const at = k.indexOf('\u0000');
-      own.push(k.slice(0, at), k.slice(at + 1), n);
-    }
-    this.own = own;
-    this.historyCredit = new Map(transitions);
+  adoptHistory(transitions: Readonly<TransitionCounts>): void {
+    if (transitions.length === 0) return;
+    this.own = transitions.slice();
+    this.historyCredit = transitions.slice();
   }
 
   /** Uses up one history credit of this transition: true when the baseline already counts it. */
   useHistoryCredit(from: string, to: string): boolean {
     const credit = this.historyCredit;
     if (!credit) return false;
-    const k = `${from}\u0000${to}`;
-    const n = credit.get(k);
-    if (n === undefined) return false;
-    if (n > 1) credit.set(k, n - 1);
-    else if (credit.delete(k) && credit.size === 0) this.historyCredit = undefined;
+    const i = transitionIndex(credit, from, to);
+    if (i < 0 || (credit[i + 2] as number) === 0) return false;
+    credit[i + 2] = (credit[i + 2] as number) - 1;
     return true;
   }
 
@@ -258,7 +255,7 @@ export class TaskState {
       fromTotal += n;
       if (own[i + 1] === to) edge = n;
     }
-    return { edge, from: fromTotal, contributed: own.length > 0 };
+    return { edge, from: fromTotal, contributed: this.contributed };
   }
 
   /** Whether a rule key was already reported for this task. */

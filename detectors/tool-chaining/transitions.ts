@@ -20,7 +20,7 @@ export const TRANSITION_RULE = 'baseline-transition';
 export function learnTransition(state: TaskState, store: BaselineStore, from: string, to: string, cfg: BaselineConfig): void {
   // Replayed after a restart: the rebuild already counted it, in the baseline and as the task's own.
   if (state.useHistoryCredit(from, to)) return;
-  const first = !state.ownCounts(from, to).contributed;
+  const first = !state.contributed;
   if (state.recordTransition(from, to)) store.learn(state.agentId, from, to, first, cfg);
 }
 

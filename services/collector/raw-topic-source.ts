@@ -9,6 +9,7 @@ import type { MetricsRegistry } from '../../shared/metrics.ts';
 import { TOPIC } from '../../shared/names.ts';
 import { retryUntilStopped } from '../../shared/retry.ts';
 import { ADAPTERS } from './adapters/index.ts';
+import { mediaType } from './collector-routes.ts';
 import type { Ingestor } from './ingest.ts';
 
 /**
@@ -39,12 +40,6 @@ export interface RawTopicSourceDeps {
   metrics: MetricsRegistry;
   /** First retry delay when publishing fails, ms; doubles up to 5 s. Default 200. */
   retryBaseMs?: number;
-}
-
-/** The content type a format's messages are read as when they carry no `content-type` header. */
-function defaultContentType(format: IngestFormat): string {
-  // SPIRE's default log format is text lines; its adapter frames JSON bodies as JSON too.
-  return format === 'spire' ? 'text/plain' : 'application/json';
 }
 
 /** Consumes `kafka.rawTopics` and converts every message (see the module comment). */
@@ -124,8 +119,9 @@ export class RawTopicSource {
     if (!body || body.length === 0) return;
     const adapter = ADAPTERS[format];
     const header = m.headers?.['content-type'];
-    const declared = header === undefined ? undefined : (Array.isArray(header) ? header[0] : header)?.toString();
-    const contentType = declared && adapter.contentTypes.includes(declared.split(';')[0]?.trim().toLowerCase() ?? '') ? declared : defaultContentType(format);
+    const declared = mediaType((Array.isArray(header) ? header[0] : header)?.toString());
+    // A header the format's endpoint would refuse is ignored rather than failing the message.
+    const contentType = header !== undefined && adapter.contentTypes.includes(declared) ? declared : (adapter.undeclaredContentType ?? 'application/json');
     const letter = (code: string, reason: string): DeadLetter => ({
       stage: 'collector',
       topic,

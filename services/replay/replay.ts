@@ -76,8 +76,7 @@ export async function replay(opts: ReplayOptions): Promise<ReplayStats> {
       throw new InputError(`cannot read input ${f}: ${(err as Error).message}`, err);
     }
   }
-  // SPIRE logs are text lines unless written as JSON; its adapter reads both as text/plain.
-  const contentType = format === 'spire' ? 'text/plain' : 'application/json';
+  const contentType = adapter.undeclaredContentType ?? 'application/json';
   const started = Date.now();
   const pipeline = await createPipeline({ cfg: opts.cfg, log: opts.log, mode: 'replay' });
   const tasks = new Set<string>();

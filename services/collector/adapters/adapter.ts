@@ -11,7 +11,7 @@ import {
   type CanonicalEventInput,
   type IngestFormat,
 } from '../../../shared/event.ts';
-import { BodyError, RecordError } from '../../../shared/errors.ts';
+import { BodyError, RecordError, errorMessage } from '../../../shared/errors.ts';
 
 /**
  * Collector adapters turn one request body (already decompressed) of a given source format into
@@ -46,6 +46,11 @@ export interface Adapter {
   readonly format: IngestFormat;
   /** Content types (lowercase, without parameters) this adapter accepts. */
   readonly contentTypes: readonly string[];
+  /**
+   * How a body that declares no content type is read outside HTTP (replayed files, raw Kafka
+   * messages). Default `application/json` (HTTP requests without one are read as JSON too).
+   */
+  readonly undeclaredContentType?: string;
   /** Converts one decompressed body. */
   parse(body: Buffer, contentType: string): AdapterResult;
 }
@@ -110,6 +115,23 @@ export function tooDeepField(value: unknown, max: number = MAX_RECORD_DEPTH): st
     }
   }
   return undefined;
+}
+
+/**
+ * A JSON object carried as text inside a record (a line a shipper wrapped under `log` or
+ * `message`), held to the same depth bound as framed records, which it escaped. Errors name
+ * `field` (`''` for a record that is the line itself), or the too-deep path under it.
+ */
+export function embeddedJsonObject(text: string, field: string, what = 'not valid JSON'): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new RecordError(field, `${what} (${errorMessage(err)})`);
+  }
+  const deep = tooDeepField(parsed);
+  if (deep !== undefined) throw new RecordError(deep === '' ? field : field === '' ? deep : `${field}.${deep}`, `nested deeper than ${MAX_RECORD_DEPTH} levels of objects and arrays`);
+  return read.obj(parsed, field);
 }
 
 /** The record as a framed record, or a framing error when it nests deeper than {@link MAX_RECORD_DEPTH}. */

@@ -1,7 +1,7 @@
 import { EVENT_TYPE, type CanonicalEventInput, type Outcome, type ResourceRef, type Sensitivity } from '../../../shared/event.ts';
 import { RecordError } from '../../../shared/errors.ts';
 import { eventId } from '../../../shared/ids.ts';
-import { MAX_RECORD_DEPTH, ResultBuilder, frameJsonRecords, read, tooDeepField, typeName, type Adapter, type AdapterResult } from './adapter.ts';
+import { ResultBuilder, embeddedJsonObject, frameJsonRecords, read, typeName, type Adapter, type AdapterResult } from './adapter.ts';
 
 /**
  * Kubernetes API server audit events (`audit.k8s.io/v1` `Event`) -> canonical events.
@@ -292,16 +292,7 @@ function unwrapShipperEnvelope(rec: Record<string, unknown>): Record<string, unk
   for (const key of ['log', 'message']) {
     const line = rec[key];
     if (typeof line !== 'string' || !line.trimStart().startsWith('{')) continue;
-    let inner: unknown;
-    try {
-      inner = JSON.parse(line);
-    } catch (err) {
-      throw new RecordError(key, `not a valid JSON audit event (${(err as Error).message})`);
-    }
-    // The embedded line escaped the framing's depth check: apply it here.
-    const deep = tooDeepField(inner);
-    if (deep !== undefined) throw new RecordError(deep === '' ? key : `${key}.${deep}`, `nested deeper than ${MAX_RECORD_DEPTH} levels of objects and arrays`);
-    return read.obj(inner, key);
+    return embeddedJsonObject(line, key, 'not a valid JSON audit event');
   }
   return rec;
 }

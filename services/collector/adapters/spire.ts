@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import { EVENT_TYPE, type CanonicalEventInput, type ResourceRef } from '../../../shared/event.ts';
 import { RecordError } from '../../../shared/errors.ts';
 import { eventId } from '../../../shared/ids.ts';
-import { MAX_RECORD_DEPTH, ResultBuilder, decodeUtf8, frameJsonRecords, read, tooDeepField, typeName, type Adapter, type AdapterResult } from './adapter.ts';
+import { ResultBuilder, decodeUtf8, embeddedJsonObject, frameJsonRecords, read, typeName, type Adapter, type AdapterResult } from './adapter.ts';
 
 /**
  * SPIRE Server logs -> canonical events.
@@ -41,6 +41,8 @@ const SHIPPER_TIME_FIELDS = ['time', 'timestamp', '@timestamp'] as const;
 export const spireAdapter: Adapter = {
   format: 'spire',
   contentTypes: ['application/json', 'application/x-ndjson', 'text/plain'],
+  // SPIRE's default log format is text lines; a text/plain body that opens as JSON is framed as JSON.
+  undeclaredContentType: 'text/plain',
   parse(body: Buffer, contentType: string): AdapterResult {
     const out = new ResultBuilder();
     const text = contentType.toLowerCase().startsWith('text/plain') ? decodeUtf8(body) : undefined;
@@ -91,20 +93,7 @@ function unwrap(value: unknown): SpireRecord {
 /** One line: a logrus JSON object or a logrus text line (`key=value`, values quoted as Go does). */
 function parseLine(line: string, prefix: string): SpireRecord {
   const t = line.trim();
-  if (t.startsWith('{')) {
-    const field = prefix.slice(0, -1);
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(t);
-    } catch (err) {
-      throw new RecordError(field, `invalid JSON: ${(err as Error).message}`);
-    }
-    // A line inside a wrapper (or a raw text/plain line) escaped the framing's depth check.
-    const deep = tooDeepField(parsed);
-    if (deep !== undefined) throw new RecordError(deep === '' ? field : prefix + deep, `nested deeper than ${MAX_RECORD_DEPTH} levels of objects and arrays`);
-    const fields = read.obj(parsed, field);
-    return { fields, prefix, fallbackTime: undefined };
-  }
+  if (t.startsWith('{')) return { fields: embeddedJsonObject(t, prefix.slice(0, -1)), prefix, fallbackTime: undefined };
   return { fields: logfmt(t, prefix), prefix, fallbackTime: undefined };
 }
 
