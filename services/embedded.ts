@@ -4,6 +4,7 @@ import type { Logger } from '../shared/logger.ts';
 import { assertAccessConfigured } from './api/auth.ts';
 import { httpSecurity, startApiServer } from './api/api-server.ts';
 import { collectorRoutes } from './collector/collector-routes.ts';
+import { RawTopicSource } from './collector/raw-topic-source.ts';
 import { createPipeline, type Pipeline } from './pipeline.ts';
 
 /** A running embedded server: the pipeline, the collectors' HTTP endpoints and the analyst API. */
@@ -24,6 +25,9 @@ export async function startEmbedded(cfg: Readonly<Config>, log: Logger): Promise
   const pipeline = await createPipeline({ cfg, log, mode: 'live' });
   let http: HttpService | undefined;
   let api: HttpService;
+  // With `kafka.brokers`, shippers may also write raw records to Kafka (`kafka.rawTopics`);
+  // the config refuses raw topics without brokers, so the in-process bus never gets here.
+  const raw = new RawTopicSource({ kafka: cfg.kafka, ingestor: pipeline.ingestor, bus: pipeline.bus, log, metrics: pipeline.metrics });
   const readiness = async () => {
     const storeOk = await pipeline.store.ping();
     return { ready: pipeline.bus.ready() && storeOk, checks: { bus: pipeline.bus.ready(), store: storeOk } };
@@ -40,7 +44,9 @@ export async function startEmbedded(cfg: Readonly<Config>, log: Logger): Promise
       ...httpSecurity(cfg, log, pipeline.metrics),
     });
     api = await startApiServer({ cfg, store: pipeline.store, log, metrics: pipeline.metrics, readiness });
+    await raw.start();
   } catch (err) {
+    await raw.shutdown();
     await http?.close();
     await pipeline.shutdown();
     throw err;
@@ -53,7 +59,7 @@ export async function startEmbedded(cfg: Readonly<Config>, log: Logger): Promise
     api,
     shutdown() {
       stopped ??= (async () => {
-        await Promise.all([collectorHttp.close(), api.close()]);
+        await Promise.all([collectorHttp.close(), api.close(), raw.shutdown()]);
         await pipeline.shutdown();
       })();
       return stopped;

@@ -572,6 +572,10 @@ export function parseConfig(raw: unknown): Readonly<Config> {
     const msgs = res.error.issues.map((i) => `config field \`${i.path.join('.') || '(root)'}\`: ${i.message}`);
     throw new ConfigError(msgs.join('; '));
   }
+  // Raw topics live on a broker; without one they would be silently ignored.
+  if (Object.keys(res.data.kafka.rawTopics).length > 0 && res.data.kafka.brokers.length === 0) {
+    throw new ConfigError('config field `kafka.rawTopics`: needs `kafka.brokers` (raw shipper topics are read from Kafka)');
+  }
   const topics = res.data.kafka.topics;
   for (const id of Object.keys(topics)) {
     if (!TOPIC_IDS.includes(id as TopicId)) {

@@ -34,6 +34,9 @@ describe('config', () => {
     expect(() => loadConfig({ env: { RUNTRAIL_PORT: '99999' } })).toThrow(/config field `collector.port`/);
     expect(() => loadConfig({ env: {}, overrides: { kafka: { topics: { nonsense: 'x' } } } })).toThrow(/kafka.topics.nonsense/);
     expect(() => loadConfig({ env: { CLICKHOUSE_URL: 'not a url' } })).toThrow(/storage.clickhouseUrl/);
+    // Raw shipper topics are read from a broker: without one they would be silently ignored.
+    expect(() => loadConfig({ env: {}, overrides: { kafka: { rawTopics: { cloudtrail: 'shipper.ct' } } } })).toThrow(/config field `kafka.rawTopics`: needs `kafka.brokers`/);
+    expect(loadConfig({ env: {}, overrides: { kafka: { brokers: ['k:9092'], rawTopics: { cloudtrail: 'shipper.ct' } } } }).kafka.rawTopics).toEqual({ cloudtrail: 'shipper.ct' });
     expect(() => loadConfig({ file: '/nonexistent/runtrail.yaml', env: {} })).toThrow(/cannot read config file/);
   });
 });
