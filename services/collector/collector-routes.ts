@@ -193,6 +193,9 @@ function varint(n: number): Buffer {
   return Buffer.from(out);
 }
 
+/** Error codes that mean the request itself is wrong: resending it unchanged cannot succeed. */
+const CLIENT_ERROR_CODES: ReadonlySet<string> = new Set(['body_invalid', 'record_invalid', 'request_invalid', 'otlp_protobuf_invalid']);
+
 /** Maps errors to HTTP statuses. */
 function classify(err: unknown, retryAfterS: number): { status: number; code: string; headers: Record<string, string> } {
   if (err instanceof BackpressureError) {
@@ -201,10 +204,9 @@ function classify(err: unknown, retryAfterS: number): { status: number; code: st
   if (err instanceof TooLargeError) return { status: 413, code: err.code, headers: {} };
   if (err instanceof UnsupportedFormatError) return { status: 415, code: err.code, headers: {} };
   if (err instanceof BodyError) return { status: 400, code: err.code, headers: {} };
-  if (err instanceof RuntrailError && err.retriable) {
-    return { status: 503, code: err.code, headers: { 'retry-after': String(retryAfterS) } };
-  }
-  if (err instanceof RuntrailError) return { status: 400, code: err.code, headers: {} };
-  // Unknown failures while publishing are infrastructure trouble: ask the shipper to retry.
-  return { status: 503, code: 'unavailable', headers: { 'retry-after': String(retryAfterS) } };
+  if (err instanceof RuntrailError && CLIENT_ERROR_CODES.has(err.code)) return { status: 400, code: err.code, headers: {} };
+  // Anything else is the server's trouble (the bus, its log, a parse worker, Kafka), retriable or
+  // not: a shipper drops a batch answered with 400 (or 500, for the OpenTelemetry Collector) but
+  // keeps and re-sends one answered with 503, and the records themselves were fine.
+  return { status: 503, code: err instanceof RuntrailError ? err.code : 'unavailable', headers: { 'retry-after': String(retryAfterS) } };
 }

@@ -1,9 +1,9 @@
 import { sleep } from '../sleep.ts';
-import { closeSync, existsSync, fsync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, truncateSync, write } from 'node:fs';
+import { closeSync, existsSync, fsync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, truncateSync, write } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Logger } from '../logger.ts';
-import { BackpressureError, StorageError, errorMessage } from '../errors.ts';
+import { RateLimitedLog, type Logger } from '../logger.ts';
+import { BackpressureError, StorageError, errorCode, errorMessage } from '../errors.ts';
 import type { MetricsRegistry } from '../metrics.ts';
 import { TOPIC_IDS, type TopicId } from '../names.ts';
 import {
@@ -31,8 +31,14 @@ import {
  * wrote, off the main thread (libuv's pool). Publishes that arrive while a cycle is in progress wait
  * for the next cycle. A publish resolves only after the fsync that covers its bytes, and its
  * messages become visible to consumers only then (Kafka's high watermark), so nothing a consumer
- * sees, stores or commits past can be lost in a crash. A failed write or fsync fails the cycle's
- * publishes and stops the log (the file's state is unknown after a failed fsync).
+ * sees, stores or commits past can be lost in a crash.
+ *
+ * A failed write (a full disk, a quota) fails only the publishes of the topic it was writing, with
+ * a retriable error (HTTP 503 + Retry-After at the collector): the file is cut back to its last
+ * acknowledged byte, so it holds exactly the messages whose offsets consumers know, and the next
+ * cycle writes again once space is back. A failed fsync, or a write whose partial bytes cannot be
+ * cut, stops the log for good (after a failed fsync the file's state is unknown): publishes are
+ * refused and the bus reports itself not ready until the process is restarted and recovers the log.
  */
 
 /** Options for {@link LocalBus}. */
@@ -49,6 +55,15 @@ export interface LocalBusOptions {
   segmentBytes: number;
   log: Logger;
   metrics?: MetricsRegistry;
+  /** The log's file writes; tests substitute a write that fails as a full disk does. Default: node:fs. */
+  fileOps?: LogFileOps;
+}
+
+/** The write-ahead log's file operations (see {@link LocalBusOptions.fileOps}). */
+export interface LogFileOps {
+  /** Writes `buf` from `offset` at the end of the file; resolves with the bytes written. */
+  write(fd: number, buf: Buffer, offset: number): Promise<number>;
+  fsync(fd: number): Promise<void>;
 }
 
 interface Entry {
@@ -167,9 +182,13 @@ export class LocalBus implements Bus {
   private readonly commitWaiters = new Map<string, Array<{ offset: number; resolve: () => void }>>();
   private started = false;
   private closed = false;
+  private readonly fileOps: LogFileOps;
+  private readonly writeFailedLog: RateLimitedLog;
 
   constructor(private readonly opts: LocalBusOptions) {
     for (const t of TOPIC_IDS) this.topics.set(t, new TopicLog(t));
+    this.fileOps = opts.fileOps ?? { write: writeAsync, fsync: fsyncAsync };
+    this.writeFailedLog = new RateLimitedLog(opts.log, 'bus write-ahead log write failed; publishes refused with retry until it succeeds');
     const m = opts.metrics;
     if (m) {
       m.gauge('runtrail_bus_backlog_messages', 'Messages held in the in-process bus per topic').collect(() =>
@@ -326,7 +345,7 @@ export class LocalBus implements Bus {
   }
 
   ready(): boolean {
-    return this.started && !this.closed;
+    return this.started && !this.closed && this.failed === undefined;
   }
 
   publish<T extends TopicId>(topic: T, messages: readonly OutgoingMessage<T>[]): Promise<void> {
@@ -396,17 +415,18 @@ export class LocalBus implements Bus {
     });
   }
 
-  /** Runs flush cycles until nothing is queued: write + fsync, then visible and resolved, in publish order. */
+  /**
+   * Runs flush cycles until nothing is queued: write + fsync, then visible and resolved, in publish
+   * order. A topic whose write failed has its publishes rejected; the other topics of the cycle go on.
+   */
   private async flushLoop(): Promise<void> {
     while (this.queue.length > 0) {
       const cycle = this.queue;
       this.queue = [];
-      try {
-        await this.writeCycle(cycle);
-      } catch (err) {
-        this.failed = err instanceof Error ? err : new Error(errorMessage(err));
-        const failure = new StorageError(`bus write-ahead log write failed: ${errorMessage(err)}`, { retriable: false, cause: err });
-        this.opts.log.error({ err: errorMessage(err) }, 'bus write-ahead log failed; refusing further publishes');
+      const failures = await this.writeCycle(cycle);
+      if (this.failed) {
+        this.opts.log.error({ err: this.failed.message }, 'bus write-ahead log failed; refusing further publishes until restart');
+        const failure = new StorageError(`bus write-ahead log failed: ${this.failed.message}`, { retriable: false, cause: this.failed });
         for (const p of [...cycle, ...this.queue.splice(0)]) {
           p.t.unsynced -= p.messages.length;
           p.reject(failure);
@@ -415,14 +435,23 @@ export class LocalBus implements Bus {
       }
       for (const p of cycle) {
         p.t.unsynced -= p.messages.length;
+        const err = failures.get(p.t);
+        if (err) {
+          p.reject(err);
+          continue;
+        }
         this.makeVisible(p.t, p.messages);
         p.resolve();
       }
     }
   }
 
-  /** Writes one cycle's publishes to their topics' logs (topics in parallel) and fsyncs each file once. */
-  private async writeCycle(cycle: readonly QueuedPublish[]): Promise<void> {
+  /**
+   * Writes one cycle's publishes to their topics' logs (topics in parallel) and fsyncs each file
+   * once. Returns the topics whose write failed and was undone (retriable); sets `failed` when the
+   * log can no longer be trusted.
+   */
+  private async writeCycle(cycle: readonly QueuedPublish[]): Promise<Map<TopicLog, StorageError>> {
     const byTopic = new Map<TopicLog, { texts: string[]; count: number }>();
     for (const p of cycle) {
       let w = byTopic.get(p.t);
@@ -430,21 +459,58 @@ export class LocalBus implements Bus {
       w.texts.push(p.text);
       w.count += p.messages.length;
     }
+    const failures = new Map<TopicLog, StorageError>();
     await Promise.all(
       [...byTopic].map(async ([t, w]) => {
-        const seg = this.openSegment(t);
+        let seg: Segment;
+        try {
+          // Nothing of this cycle is in a file yet if opening (or rolling) the segment fails.
+          seg = this.openSegment(t);
+        } catch (err) {
+          failures.set(t, this.writeFailed(t, err));
+          return;
+        }
         const fd = t.fd as number;
         const buf = Buffer.from(w.texts.length === 1 ? (w.texts[0] as string) : w.texts.join(''));
         let written = 0;
-        while (written < buf.length) written += await writeAsync(fd, buf, written);
+        try {
+          while (written < buf.length) written += await this.fileOps.write(fd, buf, written);
+        } catch (err) {
+          if (written > 0) {
+            try {
+              // The partial bytes were never acknowledged, and later writes must follow the last
+              // acknowledged line or the file's offsets would part from the consumers'.
+              ftruncateSync(fd, seg.bytes);
+            } catch (cut) {
+              this.failed ??= new Error(`could not undo a partial write to ${seg.path} (${errorMessage(cut)}) after: ${errorMessage(err)}`);
+              return;
+            }
+          }
+          failures.set(t, this.writeFailed(t, err));
+          return;
+        }
         if (this.opts.fsync) {
-          await fsyncAsync(fd);
+          try {
+            await this.fileOps.fsync(fd);
+          } catch (err) {
+            this.failed ??= new Error(`fsync of ${seg.path} failed: ${errorMessage(err)}`);
+            return;
+          }
           this.opts.metrics?.counter('runtrail_bus_log_fsyncs_total', 'fsyncs of the bus write-ahead log, by topic (one per flush cycle that wrote the topic)').inc({ topic: t.topic });
         }
         seg.bytes += buf.length;
         seg.count += w.count;
       }),
     );
+    return failures;
+  }
+
+  /** Counts and logs a write that failed and was undone; returns the error its publishers get. */
+  private writeFailed(t: TopicLog, err: unknown): StorageError {
+    const code = errorCode(err);
+    this.opts.metrics?.counter('runtrail_bus_log_write_errors_total', 'Failed writes to the bus write-ahead log (undone; publishers told to retry), by topic and code').inc({ topic: t.topic, code });
+    this.writeFailedLog.hit({ topic: t.topic, code, err: errorMessage(err) });
+    return new StorageError(`bus write-ahead log write failed (${code}): ${errorMessage(err)}; nothing of it was kept, retry shortly`, { retriable: true, cause: err });
   }
 
   /**
