@@ -209,7 +209,16 @@ export class LocalBus implements Bus {
     mkdirSync(dir, { recursive: true });
     const op = this.offsetsPath as string;
     if (existsSync(op)) {
-      const parsed: unknown = JSON.parse(readFileSync(op, 'utf8'));
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(readFileSync(op, 'utf8'));
+      } catch (err) {
+        // Written by tmp file + rename, so only damage from outside gets here; guessing offsets could drop acknowledged events.
+        throw new StorageError(
+          `bus offsets file ${op} is not readable JSON (${errorMessage(err)}): restore it, or delete it to have every consumer group re-read the whole write-ahead log (duplicates collapse on event ids)`,
+          { retriable: false, cause: err },
+        );
+      }
       if (typeof parsed === 'object' && parsed !== null) {
         for (const [group, topics] of Object.entries(parsed as Record<string, unknown>)) {
           if (typeof topics !== 'object' || topics === null) continue;

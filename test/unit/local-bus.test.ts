@@ -1,4 +1,4 @@
-import { appendFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -100,6 +100,18 @@ describe('LocalBus', () => {
     expect(bad).toHaveLength(1);
     expect(bad[0]).toMatch(/^1:field `kind`/);
     await b2.shutdown();
+  });
+
+  it('refuses to start on a damaged offsets file, naming the file and what to do', async () => {
+    const dir = tempDir();
+    const b1 = bus(dir);
+    await b1.start();
+    const sub = await b1.subscribe({ groupId: 'g', topics: [TOPIC.bindings], fromBeginning: true, onBatch: async () => undefined });
+    await b1.publish(TOPIC.bindings, [{ key: 'a', value: binding(1) }]);
+    await sub.commit([{ topic: TOPIC.bindings, partition: 0, offset: '1' }]);
+    await b1.shutdown();
+    writeFileSync(join(dir, 'offsets.json'), '{"g":{"bind');
+    await expect(bus(dir).start()).rejects.toThrow(/bus offsets file .*offsets\.json is not readable JSON .*delete it to have every consumer group re-read/);
   });
 
   it('refuses publishes beyond the backlog limit with a retriable BackpressureError', async () => {
