@@ -1,5 +1,5 @@
 import { sleep } from '../sleep.ts';
-import { closeSync, existsSync, fsync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, truncateSync, write } from 'node:fs';
+import { closeSync, existsSync, fsync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, truncateSync, unlinkSync, write, writeFileSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RateLimitedLog, type Logger } from '../logger.ts';
@@ -182,6 +182,8 @@ export class LocalBus implements Bus {
   private readonly commitWaiters = new Map<string, Array<{ offset: number; resolve: () => void }>>();
   private started = false;
   private closed = false;
+  /** The directory's lock file while this bus holds it. */
+  private lockPath: string | undefined;
   private readonly fileOps: LogFileOps;
   private readonly writeFailedLog: RateLimitedLog;
 
@@ -207,6 +209,7 @@ export class LocalBus implements Bus {
     const dir = this.opts.dir;
     if (!dir) return;
     mkdirSync(dir, { recursive: true });
+    this.lockPath = lockDirectory(dir);
     const op = this.offsetsPath as string;
     if (existsSync(op)) {
       let parsed: unknown;
@@ -756,6 +759,52 @@ export class LocalBus implements Bus {
       t.fd = null;
       t.notify();
     }
+    if (this.lockPath) unlockDirectory(this.lockPath);
+    this.lockPath = undefined;
+  }
+}
+
+/**
+ * Takes the log directory for this process (`LOCK`, holding the pid): two processes appending to
+ * one log would interleave lines and cut each other's writes at recovery. A lock whose process is
+ * gone (a crash; or this process's own pid, as a restarted container gets again) is taken over.
+ */
+function lockDirectory(dir: string): string {
+  const path = join(dir, 'LOCK');
+  for (let attempt = 0; ; attempt++) {
+    try {
+      writeFileSync(path, `${process.pid}\n`, { flag: 'wx' });
+      return path;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
+    }
+    const holder = Number(readFileSync(path, 'utf8').trim());
+    if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) {
+      throw new StorageError(
+        `bus directory ${dir} is in use by process ${holder} (${path}): run one Runtrail process per data directory; stop that one, or delete the lock file if no Runtrail process is running`,
+        { retriable: false },
+      );
+    }
+    unlinkSync(path);
+  }
+}
+
+function unlockDirectory(path: string): void {
+  try {
+    // Only our own lock: a bus that outlived a takeover must not free the new holder's.
+    if (readFileSync(path, 'utf8').trim() === String(process.pid)) unlinkSync(path);
+  } catch {
+    // Already gone: nothing to release.
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists but belongs to another user.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

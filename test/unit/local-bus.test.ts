@@ -1,4 +1,5 @@
-import { appendFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -112,6 +113,23 @@ describe('LocalBus', () => {
     await b1.shutdown();
     writeFileSync(join(dir, 'offsets.json'), '{"g":{"bind');
     await expect(bus(dir).start()).rejects.toThrow(/bus offsets file .*offsets\.json is not readable JSON .*delete it to have every consumer group re-read/);
+  });
+
+  it('refuses a log directory another live process holds, and takes over the lock of one that is gone', async () => {
+    const dir = tempDir();
+    // Another process holding the directory: a real one, alive until killed.
+    const other = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const exited = new Promise((r) => other.once('exit', r));
+    writeFileSync(join(dir, 'LOCK'), `${other.pid}\n`);
+    await expect(bus(dir).start()).rejects.toThrow(new RegExp(`bus directory .* is in use by process ${other.pid} .*run one Runtrail process per data directory`));
+    other.kill('SIGKILL');
+    await exited;
+    // Gone (a crash leaves its lock behind): taken over, and released at shutdown.
+    const b = bus(dir);
+    await b.start();
+    expect(readFileSync(join(dir, 'LOCK'), 'utf8').trim()).toBe(String(process.pid));
+    await b.shutdown();
+    expect(existsSync(join(dir, 'LOCK'))).toBe(false);
   });
 
   it('refuses publishes beyond the backlog limit with a retriable BackpressureError', async () => {
