@@ -105,6 +105,7 @@ export async function createPipeline(opts: PipelineOptions): Promise<Pipeline> {
   const ingestor = new Ingestor(bus, metrics, {
     parseWorkers: opts.mode === 'live' ? (cfg.collector.parseWorkers ?? defaultParseWorkers()) : 0,
     redaction,
+    maxEventBytes: cfg.collector.maxEventBytes,
   });
   ingestor.start();
 

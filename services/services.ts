@@ -90,7 +90,7 @@ export async function startCollectorService(cfg: Readonly<Config>, log: Logger):
   const metrics = new MetricsRegistry();
   const bus = createBus(cfg, log, metrics, { durable: true });
   await bus.start();
-  const ingestor = new Ingestor(bus, metrics, { redaction: redactionOptions(cfg, loadPolicy(cfg.policyFile).redaction) });
+  const ingestor = new Ingestor(bus, metrics, { redaction: redactionOptions(cfg, loadPolicy(cfg.policyFile).redaction), maxEventBytes: cfg.collector.maxEventBytes });
   const routes = collectorRoutes({ cfg: cfg.collector, ingestor, log: log.child({ component: 'collector' }), metrics });
   // Shippers that write their records straight to Kafka (kafka.rawTopics; none by default).
   const raw = new RawTopicSource({ kafka: cfg.kafka, ingestor, bus, log, metrics });

@@ -26,6 +26,13 @@ export const CollectorConfigSchema = z.strictObject({
   maxBodyBytes: z.number().int().positive().default(16 * 1024 * 1024),
   /** Largest body after decompression, bytes (decompression-bomb guard). Default 64 MiB. */
   maxDecompressedBytes: z.number().int().positive().default(64 * 1024 * 1024),
+  /**
+   * Largest event published, bytes of its JSON. An event over it keeps its ids, keys and fields but
+   * has its longest texts cut (marked in the text and listed in `attributes["runtrail.truncated"]`),
+   * so one huge tool result can neither exceed Kafka's message limit (1 MiB by default) nor fill
+   * memory. Default 512 KiB; at least 64 KiB.
+   */
+  maxEventBytes: z.number().int().min(64 * 1024).default(512 * 1024),
   /** Seconds a shipper is asked to wait (Retry-After) when the pipeline is saturated. Default 2. */
   retryAfterS: z.number().int().positive().default(2),
   /** Per-request time limit for reading the body, ms. Default 30 000. */

@@ -204,7 +204,7 @@ export async function runKafkaBench(o: KafkaBenchOptions): Promise<KafkaBenchRes
     // Phase 1, live.
     await producerBus.start();
     const live = await correlators('live', 1);
-    const ingestor = new Ingestor(producerBus, metrics);
+    const ingestor = new Ingestor(producerBus, metrics, { maxEventBytes: o.cfg.collector.maxEventBytes });
     let accepted = 0;
     const started = Date.now();
     let lastProgress = started;

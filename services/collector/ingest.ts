@@ -3,6 +3,7 @@ import type { CanonicalEvent } from '../../shared/event.ts';
 import type { MetricsRegistry } from '../../shared/metrics.ts';
 import { SOURCE_TOPIC } from '../../shared/names.ts';
 import { createRedactor, type Redactor, type RedactorOptions } from '../../shared/redaction.ts';
+import { DEFAULT_MAX_EVENT_BYTES, fitEvent, fitsIn } from './event-size.ts';
 import { eventValidation, type Adapter, type Rejection } from './adapters/adapter.ts';
 import { ParsePool, type ParsedBody, type SerializedTopic, type SourceTopicId } from './parse-pool.ts';
 
@@ -58,6 +59,8 @@ export interface IngestorOptions {
    * there are any), so neither the bus nor storage ever holds a clear secret. Unset = off.
    */
   redaction?: RedactorOptions;
+  /** Largest event published, bytes of JSON (`collector.maxEventBytes`; see event-size.ts). Default 512 KiB. */
+  maxEventBytes?: number;
 }
 
 /**
@@ -75,11 +78,14 @@ const SOURCES = ['agent', 'workload', 'resource'] as const;
  * LocalBus writes them to its log (`JSON.stringify([key, value])` per line). Runs in the parse
  * workers; pure.
  */
-export function serializeForBus(events: readonly CanonicalEvent[], now: number): SerializedTopic[] {
+export function serializeForBus(events: readonly CanonicalEvent[], now: number, maxEventBytes: number): SerializedTopic[] {
   const lines: Record<(typeof SOURCES)[number], string[]> = { agent: [], workload: [], resource: [] };
   for (const e of events) {
     if (e.ingested_at === undefined) (e as { ingested_at?: number }).ingested_at = now;
-    lines[e.source].push(JSON.stringify([ingestKey(e), e]));
+    let line = JSON.stringify([ingestKey(e), e]);
+    // The line is the key plus the event: over the bound, fit the event and rebuild the line.
+    if (!fitsIn(line, maxEventBytes)) line = `[${JSON.stringify(ingestKey(e))},${fitEvent(e, JSON.stringify(e), maxEventBytes)}]`;
+    lines[e.source].push(line);
   }
   const out: SerializedTopic[] = [];
   for (const source of SOURCES) {
@@ -100,18 +106,21 @@ export class Ingestor {
   private pool: ParsePool | undefined;
   private readonly redactor: Redactor | undefined;
 
+  private readonly maxEventBytes: number;
+
   constructor(
     private readonly bus: Bus,
     private readonly metrics: MetricsRegistry,
     private readonly opts: IngestorOptions = {},
   ) {
     this.redactor = createRedactor(opts.redaction);
+    this.maxEventBytes = opts.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES;
   }
 
   /** Starts the parse workers, if any. */
   start(): void {
     const n = this.opts.parseWorkers ?? 0;
-    if (n > 0 && !this.pool && takesSerialized(this.bus)) this.pool = new ParsePool(n, eventValidation(), this.opts.redaction);
+    if (n > 0 && !this.pool && takesSerialized(this.bus)) this.pool = new ParsePool(n, eventValidation(), this.opts.redaction, this.maxEventBytes);
   }
 
   /** Worker time spent converting bodies so far, ms (0 without workers). */
@@ -184,7 +193,13 @@ export class Ingestor {
         if (Object.isExtensible(value)) (value as { ingested_at?: number }).ingested_at = now;
         else value = { ...value, ingested_at: now };
       }
-      bySource[value.source].push({ key: ingestKey(value), value });
+      // Serialized here once, for the size bound; the bus reuses it rather than serializing again.
+      let serialized = JSON.stringify(value);
+      if (!fitsIn(serialized, this.maxEventBytes)) {
+        if (Object.isFrozen(value) || Object.isFrozen(value.attributes)) value = structuredClone(value);
+        serialized = fitEvent(value, serialized, this.maxEventBytes);
+      }
+      bySource[value.source].push({ key: ingestKey(value), value, serialized });
     }
     return SOURCES.filter((s) => bySource[s].length > 0).map((s) => ({ topic: SOURCE_TOPIC[s], messages: bySource[s] }));
   }

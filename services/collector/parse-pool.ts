@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { BodyError, RecordError, RuntrailError } from '../../shared/errors.ts';
+import { DEFAULT_MAX_EVENT_BYTES } from './event-size.ts';
 import type { SOURCE_TOPIC } from '../../shared/names.ts';
 import type { RedactorOptions } from '../../shared/redaction.ts';
 import type { EventValidation, Rejection } from './adapters/adapter.ts';
@@ -92,11 +93,15 @@ export class ParsePool {
   /** Workers that died and were replaced. */
   restarts = 0;
 
-  /** @param redaction Secret redaction each worker applies to the events it converts; unset = off. */
+  /**
+   * @param redaction Secret redaction each worker applies to the events it converts; unset = off.
+   * @param maxEventBytes Size bound of a published event (see event-size.ts).
+   */
   constructor(
     size: number,
     private readonly validation: EventValidation,
     private readonly redaction?: RedactorOptions,
+    private readonly maxEventBytes = DEFAULT_MAX_EVENT_BYTES,
   ) {
     for (let i = 0; i < Math.max(1, size); i++) {
       const slot = { outstanding: 0, ids: new Set<number>() } as unknown as Slot;
@@ -107,7 +112,7 @@ export class ParsePool {
 
   /** Starts a worker for a slot (at construction, and to replace one that died). */
   private spawn(slot: Slot): void {
-    const worker = new Worker(new URL('./parse-worker.mjs', import.meta.url), { workerData: { validation: this.validation, redaction: this.redaction } });
+    const worker = new Worker(new URL('./parse-worker.mjs', import.meta.url), { workerData: { validation: this.validation, redaction: this.redaction, maxEventBytes: this.maxEventBytes } });
     slot.worker = worker;
     worker.on('message', (reply: ParseReply) => {
       slot.outstanding--;

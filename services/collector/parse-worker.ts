@@ -12,7 +12,7 @@ import type { ParseReply, ParseRequest } from './parse-pool.ts';
  * serializes the events per source topic as write-ahead-log lines, so the main thread neither
  * parses the source format nor serializes for the log.
  */
-const data = workerData as { validation: EventValidation; redaction: RedactorOptions | undefined };
+const data = workerData as { validation: EventValidation; redaction: RedactorOptions | undefined; maxEventBytes: number };
 setEventValidation(data.validation);
 const redactor = createRedactor(data.redaction);
 
@@ -25,7 +25,7 @@ port.on('message', (req: ParseRequest) => {
     const t0 = performance.now();
     const parsed = ADAPTERS[req.format as IngestFormat].parse(Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength), req.contentType);
     if (redactor) for (const e of parsed.events) redactor.redactEvent(e);
-    const serialized = serializeForBus(parsed.events, Date.now());
+    const serialized = serializeForBus(parsed.events, Date.now(), data.maxEventBytes);
     reply = {
       id: req.id,
       ok: true,

@@ -62,6 +62,8 @@ export type TopicPayload<T extends TopicId> = z.infer<(typeof TOPIC_SCHEMAS)[T]>
 export interface OutgoingMessage<T extends TopicId> {
   key: string;
   value: TopicPayload<T>;
+  /** `JSON.stringify(value)` when the publisher already has it (the collector does): not redone. */
+  serialized?: string;
 }
 
 /** A message as delivered to a consumer. */

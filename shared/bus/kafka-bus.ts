@@ -149,7 +149,7 @@ export class KafkaBus implements Bus {
     let cur: Array<{ key: string; value: string }> = [];
     let bytes = 0;
     for (const m of messages) {
-      const value = JSON.stringify(m.value);
+      const value = m.serialized ?? JSON.stringify(m.value);
       const size = value.length + m.key.length + 64;
       if (cur.length > 0 && bytes + size > MAX_REQUEST_BYTES) {
         chunks.push(cur);

@@ -392,7 +392,9 @@ export class LocalBus implements Bus {
     }
     // Serialized now, once: the log holds the value as it was when published.
     let text = lines ?? '';
-    if (lines === undefined) for (const m of messages) text += `${JSON.stringify([m.key, m.value])}\n`;
+    if (lines === undefined) {
+      for (const m of messages) text += m.serialized === undefined ? `${JSON.stringify([m.key, m.value])}\n` : `[${JSON.stringify(m.key)},${m.serialized}]\n`;
+    }
     t.unsynced += messages.length;
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ t, text, messages, resolve, reject });

@@ -122,10 +122,27 @@ describe('distributed mode on a real Kafka broker', () => {
     expect(String(dead[0]?.payload)).toContain('not-hex');
   });
 
+  it('a tool result over Kafka\'s 1 MiB message limit is cut to collector.maxEventBytes, not refused with the rest of its batch', async () => {
+    const task = `${run}-task-huge`;
+    const trace = agentTrace({ trace: 'e5'.repeat(16), task });
+    for (const span of trace.resourceSpans[0]?.scopeSpans[0]?.spans ?? []) {
+      for (const a of span.attributes) if (a.key === 'gen_ai.tool.call.result') a.value = { stringValue: 'line of a large file\n'.repeat(150_000) };
+    }
+    const r = await post('/v1/traces', trace);
+    expect(r.status).toBe(200);
+    expect(r.json.accepted).toBe(3);
+    const tl = await waitFor(() => store.timeline(task), (rows) => rows.length >= 3);
+    expect(tl.map((e) => e.type)).toEqual(['task.started', 'tool.call', 'task.ended']);
+    const call = tl[1];
+    expect(call?.tool?.result).toMatch(/…\[truncated: 3150000 chars\]$/);
+    expect(Buffer.byteLength(JSON.stringify(call))).toBeLessThanOrEqual(cfg.collector.maxEventBytes + 4096);
+    expect(call?.attributes['runtrail.truncated']).toMatchObject({ 'tool.result': 3_150_000 });
+  });
+
   it('the collector reports readiness and its metrics', async () => {
     const ready = await fetch(`${collector.http.url}/readyz`);
     expect(ready.status).toBe(200);
     const metrics = await (await fetch(`${collector.http.url}/metrics`)).text();
-    expect(metrics).toMatch(/runtrail_collector_accepted_total\{format="otlp-traces"\} 3/);
+    expect(metrics).toMatch(/runtrail_collector_accepted_total\{format="otlp-traces"\} 6/);
   });
 });

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { MAX_LISTED_REJECTIONS, MAX_RECORD_DEPTH, tooDeepField } from '../../services/collector/adapters/adapter.ts';
 import { ADAPTERS } from '../../services/collector/adapters/index.ts';
 import { serializeForBus } from '../../services/collector/ingest.ts';
+import { DEFAULT_MAX_EVENT_BYTES } from '../../services/collector/event-size.ts';
 import { RecordError } from '../../shared/errors.ts';
 import type { IngestFormat } from '../../shared/event.ts';
 
@@ -23,7 +24,7 @@ const deepObject = (n: number): string => '{"a":'.repeat(n) + '1' + '}'.repeat(n
 function parse(format: IngestFormat, body: string) {
   const r = ADAPTERS[format].parse(Buffer.from(body), 'application/json');
   // Whatever was accepted must serialize: this is where the stack used to overflow.
-  expect(() => serializeForBus(r.events, 0)).not.toThrow();
+  expect(() => serializeForBus(r.events, 0, DEFAULT_MAX_EVENT_BYTES)).not.toThrow();
   return r;
 }
 
