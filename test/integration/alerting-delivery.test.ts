@@ -167,6 +167,8 @@ describe('incidents', () => {
     });
     for (let batch = 0; batch < 10; batch++) {
       await a.publish(Array.from({ length: 10 }, (_, i) => finding({}, batch * 10 + i)));
+      // Every third batch after a pause longer than updateIntervalMs: several updates are certain.
+      if (batch % 3 === 2) await pause(150);
     }
     await waitFor(async () => {
       const last = hook.requests.at(-1);
@@ -178,7 +180,7 @@ describe('incidents', () => {
     const kinds = hook.requests.map((r) => message(r.body).kind);
     expect(kinds[0]).toBe('trigger');
     expect(kinds.slice(1).every((k) => k === 'update')).toBe(true);
-    expect(hook.requests.length).toBeGreaterThanOrEqual(2);
+    expect(hook.requests.length).toBeGreaterThanOrEqual(3);
     expect(hook.requests.length).toBeLessThan(20);
     // Updates of one incident are spaced by updateIntervalMs.
     for (let i = 2; i < hook.requests.length; i++) {
@@ -233,6 +235,9 @@ describe('incidents', () => {
     const a = await alerter({ channels: [{ type: 'webhook', url: hook.url }], delivery: FAST, incidents: INCIDENTS }, policy);
     await a.publish([finding()]);
     await waitFor(() => hook.requests.length === 1, WAIT_MS, 'delivery');
+    expect(message(hook.requests[0]?.body ?? '').kind).toBe('trigger');
+    expect((await a.store.listIncidents())[0]).toMatchObject({ suppressed: '', finding_count: 1 });
+    expect(a.metrics.counter('runtrail_alert_suppressed_total', '').get()).toBe(0);
   });
 });
 

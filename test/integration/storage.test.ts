@@ -377,12 +377,11 @@ describe('events', () => {
 
 describe('writer timing against chDB', () => {
   it('flushes on size long before the delay, and on time when the size is not reached', async () => {
-    const slow = new ClickHouseStore({ ...cfg, batchMaxRows: 100, batchMaxDelayMs: 60_000 }, dir, log);
+    const slow = new ClickHouseStore({ ...cfg, batchMaxRows: 100, batchMaxDelayMs: 600_000 }, dir, log);
     await slow.start();
     try {
-      const t0 = Date.now();
+      // With a 10 min delay, a writer that waited for it would run into the test's timeout.
       await slow.insertEvents(Array.from({ length: 200 }, (_, i) => minimalEvent('task-size', i)));
-      expect(Date.now() - t0).toBeLessThan(10_000);
       expect(await slow.timeline('task-size')).toHaveLength(200);
     } finally {
       await slow.shutdown();

@@ -132,7 +132,8 @@ describe('correlator processes on a real broker', () => {
     await waitFor(() => store.countEvents(), (n) => n >= 2_000, 60_000);
     await a.kill();
     const storedAtCrash = await store.countEvents();
-    expect(storedAtCrash).toBeLessThan(20_000);
+    // Killed while the first 12,000 were still being stored: the rest comes after the restart.
+    expect(storedAtCrash).toBeLessThan(first.length);
     await produce(run, items.slice(12_000));
     a = await h.start('correlator', cfgFile);
     const n = await waitFor(() => store.countEvents(), (v) => v >= 20_000, 90_000);

@@ -101,7 +101,9 @@ describe('detector process on a real broker', () => {
     const n = await waitFor(count, (v) => v >= expected.length, 90_000);
     expect(await det.stop()).toBe(0);
 
-    expect(atCrash).toBeLessThan(expected.length);
+    // Before the crash only the first half was on the topic: no more than an uninterrupted engine finds in it.
+    const firstHalfOracle = createDetectorEngine(parsePolicy(policy), { maxTasks: 10_000, maxEventsPerTask: 16 }).process(firstHalf);
+    expect(atCrash).toBeLessThanOrEqual(firstHalfOracle.length);
     // Compared as lists first so that a failure names the finding that differs.
     const rows = await store.querySql('SELECT task_id, rule, id, time FROM findings FINAL ORDER BY task_id, rule', {}, { maxRows: 10_000 });
     const keys = rows.map((r) => `${String(r.task_id)}|${String(r.rule)}`).sort();

@@ -124,8 +124,14 @@ describe('raw shipper topics on a real broker', () => {
     expect(committed).toBe(4);
     expect(await collector.stop()).toBe(0);
     collector = await h.start('collector', cfgFile);
-    await new Promise((r) => setTimeout(r, 3000));
-    expect(await metricTotal(collector.url, 'runtrail_collector_raw_messages_total')).toBe(0);
+    // One new message after the restart: once it is converted, the group is reading, and it must be the only one.
+    const again = await connectedProducer(`${run}-shipper-2`);
+    await again.send({ topic: rawTopics.cloudtrail, acks: -1, messages: [{ value: JSON.stringify({ Records: [ct(`${run}-ct-3`)] }) }] });
+    await again.disconnect();
+    const converted = await waitFor(() => metricTotal(collector.url, 'runtrail_collector_raw_messages_total'), (v) => v >= 1, 60_000);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(converted).toBe(1);
+    expect(await metricTotal(collector.url, 'runtrail_collector_raw_messages_total')).toBe(1);
     expect(await collector.stop()).toBe(0);
     expect(await correlator.stop()).toBe(0);
     await store.shutdown();

@@ -157,7 +157,10 @@ describe('DetectorEngine evidence summaries', () => {
     const b = ev('t2', 'b');
     const fire = ev('t2', 'fire', { tool: { name: 'fire' } });
     const ids = () => [a.event_id, b.event_id, fire.event_id];
-    expect(new DetectorEngine([firing(ids)], { maxTasks: 10, maxEventsPerTask: 8 }).process([a, b, fire])[0]?.evidence_events).toBeUndefined();
+    const plain = new DetectorEngine([firing(ids)], { maxTasks: 10, maxEventsPerTask: 8 }).process([a, b, fire]);
+    expect(plain).toHaveLength(1);
+    expect(plain[0]?.evidence).toEqual(ids());
+    expect(plain[0]?.evidence_events).toBeUndefined();
     const [f] = new DetectorEngine([firing(ids)], { maxTasks: 10, maxEventsPerTask: 8, evidenceSummaries: 2 }).process([a, b, fire]);
     expect(f?.evidence_events?.map((s) => s.event_id)).toEqual([a.event_id, b.event_id]);
   });

@@ -499,7 +499,9 @@ describe('vault adapter: access events', () => {
     const meta = withField('kvReadResponse', ['request', 'path'], 'secret/metadata/payments/stripe');
     const write = withField('kvReadResponse', ['request', 'operation'], 'update');
     const policy = withField('kvReadResponse', ['request'], { ...LINES.kvReadResponse.request, path: 'sys/policies/acl/agent-runner', mount_type: 'system', mount_point: 'sys/' });
-    for (const e of parse(meta, write, policy).events) {
+    const events = parse(meta, write, policy).events;
+    expect(events).toHaveLength(3);
+    for (const e of events) {
       expect(e.data_classes).toEqual([]);
       expect(e.sensitivity).toBe('unknown');
     }
