@@ -259,9 +259,14 @@ describe('hostile bodies', () => {
         const r = await fz.post(fmt.path, body, { 'content-type': 'application/json', 'content-encoding': enc });
         const what = `${fmt.name} ${enc} garbage of ${garbage.length}`;
         expectContract(r, what);
-        // A random byte string is, rarely, a valid brotli stream; what it decodes to is then judged as JSON.
-        expect([400, 200], what).toContain(r.status);
-        if (r.status === 400 && r.json?.error === 'body_invalid' && enc !== 'br') expect(String(r.json.message), what).toMatch(new RegExp(`not valid ${enc}`));
+        // A random byte string is, rarely, a valid brotli stream; what it decodes to is then judged as
+        // JSON. gzip and zlib streams end in a checksum, which random bytes do not match.
+        if (enc === 'br') expect([400, 200], what).toContain(r.status);
+        else {
+          expect(r.status, what).toBe(400);
+          expect(r.json?.error, what).toBe('body_invalid');
+          expect(String(r.json?.message), what).toMatch(new RegExp(`not valid ${enc}`));
+        }
       }),
       fcParams(25, 150),
     );

@@ -164,7 +164,10 @@ describe('timeline page in Chromium', () => {
     try {
       await page.goto(`${server.api.url}/ui`);
       await page.evaluate("localStorage.setItem('runtrail.token', 'rt_wrong')");
+      // The page must send the stored token, and the form come back because the API refused it.
+      const refused = page.waitForResponse((r) => r.url().includes('/v1/tasks') && r.request().headers().authorization === 'Bearer rt_wrong', { timeout: 10_000 });
       await page.reload();
+      expect((await refused).status()).toBe(401);
       await page.locator('#token-input').waitFor({ state: 'visible', timeout: 10_000 });
       expect(await page.locator('#task-table tbody tr').count()).toBe(0);
     } finally {
