@@ -8,6 +8,7 @@ import { main } from '../../services/cli/main.ts';
 import { tev } from '../../detectors/testing.ts';
 import { EVENT_TYPE } from '../../shared/event.ts';
 import { finding, pause, startAlerter, startReceiver, waitFor, type Receiver, type TestAlerter } from './alerting-harness.ts';
+import type { ClickHouseStore, Store } from '../../services/storage/store.ts';
 
 /**
  * Delivery against real loopback HTTP servers standing in for Slack, PagerDuty and a webhook
@@ -301,6 +302,31 @@ describe('delivery', () => {
     expect((hook.requests[1]?.at ?? 0) - (hook.requests[0]?.at ?? 0)).toBeGreaterThanOrEqual(390);
   });
 
+  it('a restart whose first read of the outbox fails still delivers what was pending', async () => {
+    const hook = await receiver((_r, n) => ({ status: n === 0 ? 500 : 200 }));
+    const database = `alerting_${++db}`;
+    const alerting = { channels: [{ type: 'webhook' as const, url: hook.url, secret: SECRET }], delivery: { ...FAST, backoffInitialMs: 200 }, incidents: INCIDENTS };
+    const first = await alerter(alerting, undefined, database);
+    await first.publish([finding()]);
+    await waitFor(() => hook.requests.length === 1, WAIT_MS, 'first attempt');
+    await first.stop();
+    // The restarted alerter's first outbox read fails (storage not ready yet); later ones work.
+    let reads = 0;
+    const flaky = (store: ClickHouseStore): Store =>
+      new Proxy(store, {
+        get(target, prop, receiver) {
+          if (prop === 'listOutbox' && reads++ === 0) return () => Promise.reject(new Error('storage not ready'));
+          const v = Reflect.get(target, prop, receiver) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+    const second = await startAlerter({ dataDir: join(dir, 'data'), database, alerting, storeFor: flaky });
+    open.push(second);
+    await waitFor(() => hook.accepted().length === 1, WAIT_MS, 'the pending delivery after the failed read');
+    expect(reads).toBeGreaterThanOrEqual(2);
+    expect(hook.requests[0]?.headers['x-runtrail-delivery']).toBe(hook.requests[1]?.headers['x-runtrail-delivery']);
+  });
+
   it('the circuit breaker opens after consecutive failures and holds the channel back', async () => {
     const hook = await receiver(() => ({ status: 500 }));
     const a = await alerter({
@@ -320,6 +346,46 @@ describe('delivery', () => {
     await pause(300);
     expect(hook.requests).toHaveLength(4); // the trial failed: open again
     expect(a.metrics.counter('runtrail_alert_breaker_opened_total', '').get({ channel: 'webhook' })).toBe(2);
+  });
+
+  it('a 429 answering the half-open trial does not leave the channel stuck', async () => {
+    // 500, 500, 500 (the breaker opens), the trial gets 429 Retry-After 1, then all is well.
+    const hook = await receiver((_r, n) => (n < 3 ? { status: 500 } : n === 3 ? { status: 429, headers: { 'retry-after': '1' } } : { status: 200 }));
+    const a = await alerter({
+      channels: [{ type: 'webhook', url: hook.url }],
+      delivery: { ...FAST, backoffInitialMs: 10, breakerThreshold: 3, breakerOpenMs: 300, maxAttempts: 50 },
+      incidents: INCIDENTS,
+    });
+    await a.publish([finding({ task_id: 't-a' }), finding({ task_id: 't-b' }), finding({ task_id: 't-c' })]);
+    await waitFor(() => hook.accepted().length === 3, WAIT_MS, 'every incident delivered after the pause');
+    expect(hook.requests[3]?.at).toBeDefined();
+    // Held back by the trial's Retry-After, then delivered: the breaker did not wait for a verdict forever.
+    expect((hook.requests[4]?.at ?? 0) - (hook.requests[3]?.at ?? 0)).toBeGreaterThanOrEqual(950);
+  });
+
+  it('PagerDuty: a retried resolve of an incident goes before the next incident of the same fingerprint', async () => {
+    // The first resolve fails once; meanwhile the same finding fires again (a new incident, same dedup_key).
+    let resolves = 0;
+    const pd = await receiver((r) => {
+      const body = JSON.parse(r.body) as { event_action: string };
+      if (body.event_action === 'resolve' && resolves++ === 0) return { status: 500 };
+      return { status: 202, body: '{"status":"success","dedup_key":"x"}' };
+    });
+    const a = await alerter({
+      channels: [{ type: 'pagerduty', routingKey: 'R0UT1NGKEY', url: `${pd.url}/v2/enqueue` }],
+      delivery: { ...FAST, backoffInitialMs: 600 },
+      incidents: { ...INCIDENTS, resolveAfterMs: 200 },
+    });
+    await a.publish([finding({ severity: 'critical' }, 1)]);
+    await waitFor(() => resolves === 1, WAIT_MS, 'the first resolve (refused)');
+    await a.publish([finding({ severity: 'critical' }, 2)]);
+    await waitFor(() => pd.accepted().length === 4, WAIT_MS, 'trigger, resolve, trigger, resolve');
+    const actions = pd.requests.map((r) => (JSON.parse(r.body) as { event_action: string }).event_action);
+    // Had the second trigger overtaken the retried resolve, that resolve would have closed the new page.
+    expect(actions.slice(0, 4)).toEqual(['trigger', 'resolve', 'resolve', 'trigger']);
+    const incidents = await a.store.listIncidents();
+    expect(new Set(incidents.map((i) => i.fingerprint)).size).toBe(1);
+    expect(new Set(incidents.map((i) => i.id)).size).toBe(2);
   });
 
   it('the rate limit queues deliveries instead of dropping them', async () => {

@@ -8,7 +8,7 @@ import { MetricsRegistry } from '../../shared/metrics.ts';
 import { TOPIC } from '../../shared/names.ts';
 import { parsePolicy } from '../../detectors/policy.ts';
 import { AlerterStage, effectiveChannels } from '../../services/alerter/index.ts';
-import { ClickHouseStore } from '../../services/storage/store.ts';
+import { ClickHouseStore, type Store } from '../../services/storage/store.ts';
 
 /**
  * Test harness for the alerter: local HTTP receivers standing in for Slack, PagerDuty and webhook
@@ -112,7 +112,14 @@ export interface TestAlerter {
  * Starts an alerter. All alerters of a test file share the file's data directory (chDB binds one
  * per process); each test gives its own `database`.
  */
-export async function startAlerter(opts: { dataDir: string; database: string; alerting: NonNullable<ConfigInput['alerting']>; policy?: unknown }): Promise<TestAlerter> {
+export async function startAlerter(opts: {
+  dataDir: string;
+  database: string;
+  alerting: NonNullable<ConfigInput['alerting']>;
+  policy?: unknown;
+  /** What the stage gets as its store (e.g. one that fails some calls); default the real store. */
+  storeFor?: (store: ClickHouseStore) => Store;
+}): Promise<TestAlerter> {
   const cfg = parseConfig({ dataDir: opts.dataDir, storage: { database: opts.database, batchMaxDelayMs: 5 }, alerting: opts.alerting });
   const log = silentLogger();
   const metrics = new MetricsRegistry();
@@ -122,7 +129,7 @@ export async function startAlerter(opts: { dataDir: string; database: string; al
   await bus.start();
   const stage = new AlerterStage({
     bus,
-    store,
+    store: opts.storeFor ? opts.storeFor(store) : store,
     cfg: cfg.alerting,
     channels: effectiveChannels(cfg.alerting, 'embedded'),
     suppressions: parsePolicy(opts.policy ?? {}).suppressions,

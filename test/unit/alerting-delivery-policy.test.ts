@@ -43,6 +43,17 @@ describe('circuit breaker', () => {
     expect(b.waitMs(1012)).toBe(0);
   });
 
+  it('a trial that ends without a verdict (a 429, a bad stored entry) lets the next delivery be the trial', () => {
+    const b = new CircuitBreaker(1, 100);
+    b.failure(0);
+    expect(b.waitMs(100)).toBe(0);
+    b.started();
+    expect(b.waitMs(101)).toBe(100); // the trial is running
+    b.release();
+    expect(b.state).toBe('halfOpen');
+    expect(b.waitMs(102)).toBe(0);
+  });
+
   it('a failed trial opens it again at once', () => {
     const b = new CircuitBreaker(1, 100);
     b.failure(0);

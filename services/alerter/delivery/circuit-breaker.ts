@@ -43,6 +43,15 @@ export class CircuitBreaker {
     this.state = 'closed';
   }
 
+  /**
+   * Ends a delivery that gave no verdict on the channel (a 429 asking for a pause, a stored entry
+   * that does not decode, a storage error before sending): a half-open trial is over, and the next
+   * delivery may be the trial. Without this the breaker would wait for a verdict that never comes.
+   */
+  release(): void {
+    this.trialRunning = false;
+  }
+
   failure(now: number): void {
     this.failures++;
     this.trialRunning = false;

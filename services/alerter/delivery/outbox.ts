@@ -1,7 +1,8 @@
 import { AlertMessageSchema, type AlertMessage, type NotificationKind, type OutboxEntry } from '../../../shared/alert.ts';
 import type { DeliveryConfig } from '../../../shared/config.ts';
 import { errorMessage } from '../../../shared/errors.ts';
-import type { Logger } from '../../../shared/logger.ts';
+import { RateLimitedLog, type Logger } from '../../../shared/logger.ts';
+import { retryUntilStopped } from '../../../shared/retry.ts';
 import { BoundedMap } from '../../../shared/lru.ts';
 import type { MetricsRegistry } from '../../../shared/metrics.ts';
 import { TOPIC } from '../../../shared/names.ts';
@@ -50,9 +51,17 @@ interface Lane {
   /** A 429's Retry-After holds the whole channel back until then (epoch ms). */
   pausedUntil: number;
   timer: NodeJS.Timeout | undefined;
-  /** More pending entries are stored than held (queue full); reload when the queue empties. */
+  /**
+   * More pending entries are stored than held (queue full). New entries then go to storage only,
+   * so they cannot overtake the spilled ones; the queue reloads (oldest first) once it is down to
+   * half.
+   */
   spilled: boolean;
   reloading: boolean;
+  /** The last load of stored entries failed: nothing goes out (it could overtake them) until one succeeds. */
+  needsReload: boolean;
+  /** When to try that load again (epoch ms). */
+  reloadAt: number;
 }
 
 const KIND_STRENGTH: Readonly<Record<NotificationKind, number>> = { update: 0, escalate: 1, trigger: 2, resolve: 3 };
@@ -85,6 +94,7 @@ export class Outbox {
   private readonly refs = new BoundedMap<string, string>(MEMO_SIZE);
   private readonly lastSent = new BoundedMap<string, number>(MEMO_SIZE);
   private readonly log: Logger;
+  private readonly retryLog: RateLimitedLog;
   private readonly now: () => number;
   private lastVersion = 0;
   private stopped = false;
@@ -92,6 +102,7 @@ export class Outbox {
 
   constructor(private readonly deps: OutboxDeps) {
     this.log = deps.log.child({ component: 'alerter' });
+    this.retryLog = new RateLimitedLog(this.log, 'storing an alert delivery outcome failed; retrying');
     this.now = deps.now ?? Date.now;
     const now = this.now();
     for (const ch of deps.channels) {
@@ -106,6 +117,8 @@ export class Outbox {
         timer: undefined,
         spilled: false,
         reloading: false,
+        needsReload: false,
+        reloadAt: 0,
       });
     }
     const mx = deps.metrics;
@@ -195,7 +208,7 @@ export class Outbox {
       if (lane && i >= 0) lane.entries[i] = row;
     }
     for (const { lane, entry } of fresh) {
-      if (lane.entries.length >= this.deps.cfg.maxQueued) lane.spilled = true;
+      if (lane.spilled || lane.needsReload || lane.entries.length >= this.deps.cfg.maxQueued) lane.spilled = true;
       else lane.entries.push(entry);
     }
     for (const lane of this.lanes.values()) this.drive(lane);
@@ -266,10 +279,15 @@ export class Outbox {
       lane.entries.push(...rows.filter((r) => !known.has(r.id)));
       lane.entries.sort((a, b) => a.created_at - b.created_at || a.id.localeCompare(b.id));
       lane.spilled = rows.length >= this.deps.cfg.maxQueued;
+      lane.needsReload = false;
+      // Delivered entries whose status write is still on its way read as pending and are skipped:
+      // the next load waits a little, or it could find only those and load again at once.
+      lane.reloadAt = this.now() + 100;
       if (rows.length > 0) this.log.info({ channel: lane.channel.name, pending: rows.length }, 'pending deliveries loaded');
     } catch (err) {
-      this.log.error({ channel: lane.channel.name, err: errorMessage(err) }, 'cannot load pending deliveries');
-      this.schedule(lane, 1000);
+      this.log.error({ channel: lane.channel.name, err: errorMessage(err) }, 'cannot load pending deliveries; retrying in 1 s');
+      lane.needsReload = true;
+      lane.reloadAt = this.now() + 1000;
     } finally {
       lane.reloading = false;
     }
@@ -283,18 +301,27 @@ export class Outbox {
       clearTimeout(lane.timer);
       lane.timer = undefined;
     }
-    if (lane.entries.length === 0) {
-      if (lane.spilled) void this.reload(lane);
+    const now = this.now();
+    const wantReload = lane.needsReload || (lane.spilled && lane.entries.length <= this.deps.cfg.maxQueued / 2);
+    if (wantReload && now >= lane.reloadAt) {
+      void this.reload(lane);
       return;
     }
-    const now = this.now();
+    if (lane.needsReload) return this.schedule(lane, lane.reloadAt - now);
+    if (lane.entries.length === 0) {
+      if (lane.spilled) this.schedule(lane, lane.reloadAt - now);
+      return;
+    }
     const seen = new Set<string>();
     let pick: OutboxEntry | undefined;
     let nextDue = Infinity;
     for (const e of lane.entries) {
-      // Only an incident's oldest entry may go: later ones wait for it.
-      if (seen.has(e.incident_id)) continue;
-      seen.add(e.incident_id);
+      // Only the oldest entry per fingerprint may go: later ones wait for it. By fingerprint, not
+      // incident: PagerDuty's dedup_key is the fingerprint, so a late resolve of an earlier
+      // incident must not overtake, and then close, the page of the next incident of that key.
+      const order = e.fingerprint || e.incident_id;
+      if (seen.has(order)) continue;
+      seen.add(order);
       if (this.held.has(e.id)) continue;
       const due = this.dueAt(e);
       if (due <= now) {
@@ -326,6 +353,8 @@ export class Outbox {
       .finally(() => {
         lane.inflight = undefined;
         lane.running = undefined;
+        // No-op after a success or failure verdict; ends a trial that ended without one.
+        lane.breaker.release();
         this.drive(lane);
       });
   }
@@ -393,15 +422,25 @@ export class Outbox {
     const ch = lane.channel;
     const now = this.now();
     const reason = `${de.code}: ${de.message} (after ${attempts} attempt${attempts === 1 ? '' : 's'})`;
+    this.log.warn({ channel: ch.name, id: e.id, incident: e.incident_id, reason }, 'alert delivery failed for good (dead letter)');
+    // Stored before the entry leaves the queue (the lane waits meanwhile): a dead letter that
+    // could not be written would otherwise be neither delivered nor visible anywhere. Should the
+    // process stop first, the entry is still pending in storage and is tried again on the next start.
+    const version = this.version();
+    await retryUntilStopped(
+      () =>
+        Promise.all([
+          store.upsertOutbox([{ ...e, status: 'dead', attempts, last_error: reason, version }]),
+          store.insertAlerts([{ id: e.id, incident_id: e.incident_id, channel: ch.name, status: 'dead', time: now, payload: e.payload }]),
+          store.insertDeadLetters([
+            { stage: 'alerter', topic: TOPIC.alerts, partition: -1, offset: '', key: e.id, code: de.code, reason: `${ch.name}: ${reason}`, payload: e.payload, time: now },
+          ]),
+        ]),
+      { what: 'record a dead letter', baseMs: 500, stopped: () => this.stopped, log: this.retryLog },
+    );
     this.remove(lane, e);
     this.m.deliveries.inc({ channel: ch.name, status: 'dead' });
     this.m.deadLetters.inc({ channel: ch.name });
-    this.log.warn({ channel: ch.name, id: e.id, incident: e.incident_id, reason }, 'alert delivery failed for good (dead letter)');
-    await store.upsertOutbox([{ ...e, status: 'dead', attempts, last_error: reason, version: this.version() }]);
-    await store.insertAlerts([{ id: e.id, incident_id: e.incident_id, channel: ch.name, status: 'dead', time: now, payload: e.payload }]);
-    await store.insertDeadLetters([
-      { stage: 'alerter', topic: TOPIC.alerts, partition: -1, offset: '', key: e.id, code: de.code, reason: `${ch.name}: ${reason}`, payload: e.payload, time: now },
-    ]);
   }
 
   /** Tracks a background status write, so {@link idle} and {@link shutdown} wait for it. */
