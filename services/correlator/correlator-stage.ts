@@ -96,10 +96,13 @@ export class CorrelatorStage {
   private finishTail: Promise<void> = Promise.resolve();
   private finishing = 0;
   /** Resolves `shutdownGraceMs` after shutdown began: finishes still waiting for the detector are abandoned then. */
-  private giveUp: Promise<'give-up'> = new Promise(() => undefined);
+  /** Resolved `shutdownGraceMs` after shutdown starts: outputs still waiting for the detector then stay uncommitted. */
+  private readonly giveUp: Promise<'give-up'>;
+  private resolveGiveUp: (v: 'give-up') => void = () => undefined;
   private readonly retryLog: RateLimitedLog;
 
   constructor(private readonly deps: CorrelatorStageDeps) {
+    this.giveUp = new Promise((resolve) => (this.resolveGiveUp = resolve));
     this.correlator = new Correlator(deps.cfg);
     this.guard = new RedeliveryGuard({ store: deps.store });
     this.log = deps.log.child({ component: 'correlator' });
@@ -171,6 +174,9 @@ export class CorrelatorStage {
   }
 
   private async handleBatch(batch: MessageBatch<(typeof INGEST_TOPICS)[number]>): Promise<void> {
+    // Stopping: a batch queued behind the shutdown's revoke would track its partition afresh and
+    // commit past events the revoke released. Left unhandled and uncommitted, it is redelivered.
+    if (this.stopped) return;
     const received = this.deps.metrics.counter('runtrail_events_in_total', 'Events consumed, by stage and topic');
     received.inc({ stage: 'correlator', topic: batch.topic }, batch.messages.length);
     consumerBatchSizes(this.deps.metrics).observe(batch.messages.length + batch.undecodable.length, { stage: 'correlator' });
@@ -180,7 +186,7 @@ export class CorrelatorStage {
       [...batch.messages.map((m) => m.offset), ...batch.undecodable.map((u) => u.offset)].sort((a, b) => Number(a) - Number(b)),
       batch.nextOffset,
     );
-    if (batch.undecodable.length > 0) await this.deadLetter(batch.undecodable);
+    if (batch.undecodable.length > 0) await this.retrying('dead-letter poison messages', () => this.deadLetter(batch.undecodable));
     if (this.guard.isChecking(batch.topic, batch.partition)) {
       // A partition this instance starts reading may redeliver events already stored (see RedeliveryGuard).
       await this.retrying('look up redelivered events', () => this.guard.check(batch.topic, batch.partition, batch.messages.map((m) => m.value)));
@@ -326,7 +332,10 @@ export class CorrelatorStage {
 
   private async commit(): Promise<void> {
     const offsets = this.tracker.commitable();
-    if (offsets.length > 0 && this.sub) await this.sub.commit(offsets);
+    if (offsets.length > 0 && this.sub) {
+      await this.sub.commit(offsets);
+      this.tracker.committed(offsets);
+    }
   }
 
   /** Waits until every output handed to the pipeline has been stored, published and committed. */
@@ -366,7 +375,8 @@ export class CorrelatorStage {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     const grace = this.deps.shutdownGraceMs ?? 10_000;
-    this.giveUp = new Promise((resolve) => setTimeout(() => resolve('give-up'), grace).unref());
+    // One promise from the start: outputs that began waiting before shutdown race against it too.
+    setTimeout(() => this.resolveGiveUp('give-up'), grace).unref();
     // onRevoke (in the subscription's shutdown) lets the outputs in flight finish (failing ones are
     // abandoned now that `stopped` is set) and commits what they completed.
     await this.sub?.shutdown();

@@ -197,12 +197,18 @@ export class KafkaBus implements Bus {
         if (id) for (const p of parts) next.push({ topic: id, partition: p });
       }
       const lost = assigned.filter((a) => !next.some((n) => n.topic === a.topic && n.partition === a.partition));
+      // Every partition held before this rebalance counts as revoked, kept ones too: kafkajs makes a
+      // new offset manager at each group sync, so even a partition this instance keeps is fetched
+      // again from its committed offset. Its consumer must forget what it tracked and held for it
+      // (and look redelivered events up) exactly as a new owner would.
+      const revoked = assigned;
       assigned = next;
-      log.info({ partitions: next.length, lost: lost.length }, 'partitions assigned');
+      log.info({ partitions: next.length, lost: lost.length, restarted: revoked.length - lost.length }, 'partitions assigned');
       if (!groupless) this.assignedGauge()?.set(next.length, { group: opts.groupId ?? '' });
-      // kafkajs offers no pre-revoke hook; commits happen after every batch, so a lost partition's
-      // uncommitted tail is simply redelivered to its new owner (idempotent writes absorb repeats).
-      if (lost.length > 0 && opts.onRevoke) void opts.onRevoke(lost).catch((err: unknown) => log.error({ err }, 'onRevoke failed'));
+      // kafkajs offers no pre-revoke hook: this runs after the partitions moved. Commits happen
+      // after every output, so a lost partition's uncommitted tail is simply redelivered to its new
+      // owner (idempotent writes and the correlator's redelivery guard absorb repeats).
+      if (revoked.length > 0 && opts.onRevoke) void opts.onRevoke(revoked).catch((err: unknown) => log.error({ err }, 'onRevoke failed'));
       if (opts.onAssign) void opts.onAssign(next).catch((err: unknown) => log.error({ err }, 'onAssign failed'));
     });
     consumer.on(consumer.events.CRASH, (e) => log.error({ err: e.payload.error, restart: e.payload.restart }, 'consumer crashed'));

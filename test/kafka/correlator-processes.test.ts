@@ -149,6 +149,55 @@ describe('correlator processes on a real broker', () => {
     await store.shutdown();
   }, 240_000);
 
+  it('a second instance joining while events wait for their bindings: every event stored once, in its task, and commits reach the end of every partition', async () => {
+    const run = runId();
+    await createTopics(run);
+    const database = `${run}_join`;
+    // Long enough wall-clock grace that waiting events are still waiting when their bindings come.
+    const cfgFile = writeConfig(h.dir, `${run}-join`, kafkaConfigInput(run, join(h.dir, run), { storage: { clickhouseUrl: h.chdb.url, database }, correlator: { graceWallMs: 120_000 } }));
+    const items = scenario(run, 300, 20); // 6,600 events
+    const issuances = items.filter((i) => i.event.type === 'credential.issued');
+    const rest = items.filter((i) => i.event.type !== 'credential.issued');
+    const store = h.store(database);
+    await store.start();
+    const a = await h.start('correlator', cfgFile);
+    // Every call made with a credential arrives before the credential's issuance: they wait in
+    // a's pending buffer and hold its commits back, while the agent events are stored.
+    await produce(run, rest);
+    const agentEvents = rest.filter((i) => i.topic === 'agent').length;
+    await waitFor(() => store.countEvents(), (n) => n >= agentEvents, 60_000);
+    // The rebalance: partitions a keeps are fetched again from their (held back) committed offsets.
+    const b = await h.start('correlator', cfgFile);
+    await groupSettled(`${run}-runtrail-correlator`, 2);
+    await produce(run, issuances);
+    expect(await waitFor(() => store.countEvents(), (n) => n >= items.length, 90_000)).toBe(items.length);
+
+    // Commits reach the end of every partition while both run (a partition whose commits stall
+    // is read again, whole, by whoever owns it next).
+    const admin = new Kafka({ clientId: `${run}-admin`, brokers: brokers(), logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    const topics = topicsFor(run);
+    const ingest = [topics[SOURCE_TOPIC.agent] as string, topics[SOURCE_TOPIC.resource] as string];
+    const behind = async (): Promise<number> => {
+      const committed = await admin.fetchOffsets({ groupId: `${run}-runtrail-correlator`, topics: ingest });
+      let gap = 0;
+      for (const t of committed) {
+        const ends = await admin.fetchTopicOffsets(t.topic);
+        for (const p of t.partitions) gap += Number(ends.find((e) => e.partition === p.partition)?.high ?? 0) - Math.max(0, Number(p.offset));
+      }
+      return gap;
+    };
+    expect(await waitFor(behind, (g) => g === 0, 60_000)).toBe(0);
+    await admin.disconnect();
+    expect(await a.stop()).toBe(0);
+    expect(await b.stop()).toBe(0);
+    const dupes = await store.querySql('SELECT count() AS n FROM (SELECT event_id FROM events FINAL GROUP BY event_id HAVING count() > 1)');
+    expect(Number(dupes[0]?.n)).toBe(0);
+    const misplaced = await store.querySql("SELECT count() AS n FROM events FINAL WHERE type = 'resource.access' AND (task_id = '' OR attribution != 'credential')");
+    expect(Number(misplaced[0]?.n)).toBe(0);
+    await store.shutdown();
+  }, 300_000);
+
   it('two correlator instances in one consumer group split the partitions and produce exactly the timelines one instance produces', async () => {
     const run = runId();
     await createTopics(run);

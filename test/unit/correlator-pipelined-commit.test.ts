@@ -89,7 +89,13 @@ afterEach(async () => {
 });
 
 function setup(
-  extra: { timelineHandled?: () => Promise<void>; commitAfterHandled?: boolean; publishTaskCloses?: boolean; onTasksClosed?: (ids: readonly string[]) => Promise<void> } = {},
+  extra: {
+    timelineHandled?: () => Promise<void>;
+    commitAfterHandled?: boolean;
+    publishTaskCloses?: boolean;
+    onTasksClosed?: (ids: readonly string[]) => Promise<void>;
+    shutdownGraceMs?: number;
+  } = {},
 ) {
   const local = new LocalBus({ dir: null, fsync: false, maxBatch: 3, maxBacklog: 10_000, segmentBytes: 1 << 20, log: silentLogger() });
   const store = new GatedStore();
@@ -199,6 +205,31 @@ describe('CorrelatorStage pipelined commits', () => {
     await closing;
     await until(() => closed.length === 1);
     expect(closed).toEqual(['tw']);
+  });
+
+  it('shutdown gives up on an output the detector never handles after shutdownGraceMs, leaving it uncommitted', async () => {
+    let asked = 0;
+    const { local, store, commits, stage } = setup({
+      // A detector that never gets to the output (stalled on storage, say).
+      timelineHandled: () => {
+        asked++;
+        return new Promise<void>(() => undefined);
+      },
+      commitAfterHandled: true,
+      shutdownGraceMs: 100,
+    });
+    await local.start();
+    await stage.start();
+    await local.publish(SOURCE_TOPIC.agent, [agentEvent('tg'), agentEvent('tg')].map((e) => ({ key: 'tg', value: { ...e, ingested_at: T0 } })));
+    await until(() => store.calls.length === 1);
+    store.calls[0]?.release();
+    // The output began waiting for the detector before shutdown started.
+    await until(() => asked === 1);
+    await settle();
+    await stage.shutdown();
+    // Nothing committed past the output's inputs (offset 0 = none of them consumed).
+    expect(commits.filter((c) => c.offset > 0)).toEqual([]);
+    expect(stage.inFlightOutputs).toBe(0);
   });
 
   for (const publish of [true, false]) {

@@ -182,9 +182,37 @@ describe('offset tracker', () => {
     t.received('events.resource', 0, ['10', '11', '12'], '13');
     t.done('events.resource', 0, '10');
     t.done('events.resource', 0, '12');
-    expect(t.commitable()).toEqual([{ topic: 'events.resource', partition: 0, offset: '11' }]);
+    const first = t.commitable();
+    expect(first).toEqual([{ topic: 'events.resource', partition: 0, offset: '11' }]);
+    t.committed(first);
     t.done('events.resource', 0, '11');
-    expect(t.commitable()).toEqual([{ topic: 'events.resource', partition: 0, offset: '13' }]);
+    const second = t.commitable();
+    expect(second).toEqual([{ topic: 'events.resource', partition: 0, offset: '13' }]);
+    t.committed(second);
     expect(t.commitable()).toEqual([]);
+  });
+
+  it('offers an offset again until its commit succeeded, even on a partition gone quiet', () => {
+    const t = new OffsetTracker();
+    t.received('events.resource', 0, ['0', '1'], '2');
+    t.done('events.resource', 0, '0');
+    t.done('events.resource', 0, '1');
+    expect(t.commitable()).toEqual([{ topic: 'events.resource', partition: 0, offset: '2' }]);
+    // The commit failed (not reported): the next call carries it.
+    expect(t.commitable()).toEqual([{ topic: 'events.resource', partition: 0, offset: '2' }]);
+  });
+
+  it('registers a redelivered batch once, so its partition keeps committing', () => {
+    const t = new OffsetTracker();
+    // Handling the batch failed after it was registered; the bus delivers it again.
+    t.received('events.resource', 0, ['0', '1', '2'], '3');
+    t.received('events.resource', 0, ['0', '1', '2'], '3');
+    for (const o of ['0', '1', '2']) t.done('events.resource', 0, o);
+    expect(t.commitable()).toEqual([{ topic: 'events.resource', partition: 0, offset: '3' }]);
+    expect(t.outstanding).toBe(0);
+    // A partition revoked and read again from its committed offset starts afresh.
+    t.forget('events.resource', 0);
+    t.received('events.resource', 0, ['1', '2'], '3');
+    expect(t.outstanding).toBe(2);
   });
 });
