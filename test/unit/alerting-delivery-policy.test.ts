@@ -3,6 +3,8 @@ import { parseRetryAfter } from '../../services/alerter/channels/channel.ts';
 import { webhookSignature } from '../../services/alerter/channels/webhook.ts';
 import { backoffMs } from '../../services/alerter/delivery/backoff.ts';
 import { CircuitBreaker } from '../../services/alerter/delivery/circuit-breaker.ts';
+import { byCreation } from '../../services/alerter/delivery/outbox.ts';
+import type { OutboxEntry } from '../../shared/alert.ts';
 import { RateLimiter } from '../../services/alerter/delivery/rate-limiter.ts';
 import { DeliveryConfigSchema, parseConfig } from '../../shared/config.ts';
 import { createChannels } from '../../services/alerter/channels/registry.ts';
@@ -114,5 +116,13 @@ describe('webhook signature', () => {
     // Computed independently: printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac 'key'
     expect(webhookSignature('key', '1700000000', '{"a":1}')).toBe('a438e398bfafc57e4396bb7fc2304422f0f768e965d073ca313cb52e22e6ad03');
     expect(webhookSignature('key', '1700000000', '{"a":1}')).not.toBe(webhookSignature('key', '1700000001', '{"a":1}'));
+  });
+});
+
+describe('outbox order', () => {
+  it('orders entries by creation time, then by sequence number as a number', () => {
+    const e = (id: string, created_at: number) => ({ id, incident_id: id.split(':')[0] as string, created_at }) as OutboxEntry;
+    const sorted = [e('inc-a:webhook:10', 5), e('inc-a:webhook:9', 5), e('inc-b:webhook:1', 4), e('inc-a:webhook:2', 6)].sort(byCreation);
+    expect(sorted.map((x) => x.id)).toEqual(['inc-b:webhook:1', 'inc-a:webhook:9', 'inc-a:webhook:10', 'inc-a:webhook:2']);
   });
 });

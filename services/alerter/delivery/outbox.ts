@@ -277,7 +277,7 @@ export class Outbox {
       const known = new Set([...lane.entries.map((e) => e.id), ...this.recording]);
       if (lane.inflight) known.add(lane.inflight.id);
       lane.entries.push(...rows.filter((r) => !known.has(r.id)));
-      lane.entries.sort((a, b) => a.created_at - b.created_at || a.id.localeCompare(b.id));
+      lane.entries.sort(byCreation);
       lane.spilled = rows.length >= this.deps.cfg.maxQueued;
       lane.needsReload = false;
       // Delivered entries whose status write is still on its way read as pending and are skipped:
@@ -482,4 +482,17 @@ export class Outbox {
     }
     await Promise.allSettled([...this.writes]);
   }
+}
+
+/** Sequence number at the end of an outbox id (`incident:channel:seq`). */
+function seqOf(id: string): number {
+  return Number(id.slice(id.lastIndexOf(':') + 1));
+}
+
+/**
+ * Creation order: by time, then by the incident's sequence number as a number (entries of one
+ * incident created in the same millisecond: `…:10` comes after `…:9`, which a string order breaks).
+ */
+export function byCreation(a: OutboxEntry, b: OutboxEntry): number {
+  return a.created_at - b.created_at || a.incident_id.localeCompare(b.incident_id) || seqOf(a.id) - seqOf(b.id) || a.id.localeCompare(b.id);
 }
