@@ -49,6 +49,8 @@ export interface EngineStats {
   evictedEvents: number;
   /** Events skipped because their id was seen recently (redeliveries). */
   duplicateEvents: number;
+  /** Detector calls that threw: that detector's verdict on that event is lost; the others still run. */
+  detectorErrors: number;
 }
 
 /** Shared by every slim copy: `attributes` is required by the type, and nobody may write to it. */
@@ -129,7 +131,9 @@ export class DetectorEngine {
   private readonly slim: boolean;
   /** Events currently held across all windows. */
   private held = 0;
-  readonly stats: EngineStats = { truncatedEvents: 0, evictedTasks: 0, evictedEvents: 0, duplicateEvents: 0 };
+  readonly stats: EngineStats = { truncatedEvents: 0, evictedTasks: 0, evictedEvents: 0, duplicateEvents: 0, detectorErrors: 0 };
+  /** The last error each failing detector threw, for the stage to report (cleared when read). */
+  private readonly lastErrors = new Map<string, string>();
 
   /**
    * @param ids Detector id of each instance, in the same order (for {@link stateEvictions});
@@ -216,7 +220,7 @@ export class DetectorEngine {
         // Unattributed events have no timeline, but are still evaluated on their own (a credential
         // nobody issued to a task is itself a signal).
         const view: TaskView = { taskId: '', events: [e] };
-        for (const inst of this.instances) this.collect(inst.onEvent(e, view), out, view);
+        this.evaluate(e, view, out);
         continue;
       }
       let tl = this.tasks.get(e.task_id);
@@ -226,7 +230,7 @@ export class DetectorEngine {
       if (this.instances.length > 0) {
         // The view includes the event being evaluated, even a late one that falls off next.
         const view: TaskView = { taskId: e.task_id, events: tl };
-        for (const inst of this.instances) this.collect(inst.onEvent(e, view), out, view);
+        this.evaluate(e, view, out);
       }
       if (tl.length > this.opts.maxEventsPerTask) {
         tl.shift();
@@ -253,12 +257,53 @@ export class DetectorEngine {
     for (const id of taskIds) {
       const tl = this.tasks.peek(id);
       const view: TaskView = { taskId: id, events: tl ?? [] };
-      for (const inst of this.instances) if (inst.onTaskClosed) this.collect(inst.onTaskClosed(view), out, view);
+      for (let i = 0; i < this.instances.length; i++) {
+        const inst = this.instances[i] as DetectorInstance;
+        if (!inst.onTaskClosed) continue;
+        let found: readonly Finding[];
+        try {
+          found = inst.onTaskClosed(view);
+        } catch (err) {
+          found = this.failed(i, err);
+        }
+        this.collect(found, out, view);
+      }
       if (tl) {
         this.tasks.delete(id);
         this.held -= tl.length;
       }
     }
+    return out;
+  }
+
+  /**
+   * Every detector's verdict on one event, each call isolated: a detector that throws (a bug, data
+   * it did not expect) loses its own verdict on that event, counted and reported, while the other
+   * detectors, the batch and the findings already made go on. Otherwise the batch would fail after
+   * its events were marked seen, and its redelivery would skip them: every finding of it lost.
+   */
+  private evaluate(e: TimelineEvent, view: TaskView, out: Finding[]): void {
+    for (let i = 0; i < this.instances.length; i++) {
+      let found: readonly Finding[];
+      try {
+        found = (this.instances[i] as DetectorInstance).onEvent(e, view);
+      } catch (err) {
+        found = this.failed(i, err);
+      }
+      this.collect(found, out, view);
+    }
+  }
+
+  private failed(i: number, err: unknown): readonly Finding[] {
+    this.stats.detectorErrors++;
+    this.lastErrors.set(this.ids[i] ?? `detector-${i}`, err instanceof Error ? `${err.name}: ${err.message}` : String(err));
+    return [];
+  }
+
+  /** Detectors that threw since the last call, with the last error of each. */
+  takeErrors(): Array<{ detector: string; error: string }> {
+    const out = [...this.lastErrors].map(([detector, error]) => ({ detector, error }));
+    this.lastErrors.clear();
     return out;
   }
 

@@ -38,12 +38,15 @@ export interface DetectorStageDeps {
   baselineHistory?: { days: number; maxCalls: number };
 }
 
+/** Tasks remembered as already considered for rebuilding. */
+const RECOVERY_CHECKED_MAX = 100_000;
+
 /**
  * Consumes resolved timeline events, runs the detector engine on each as it arrives, stores and
  * publishes the findings, then commits. Poison timeline messages are dead-lettered.
  *
  * Pipelined like the correlator stage: a batch's findings are stamped (`emitted_at`) the moment
- * the engine returns them, their insert and publish start at once, and the next batch is
+ * the engine returns them, their publish and then their insert start at once, and the next batch is
  * evaluated meanwhile, so one batch's storage delay (the writer's batch window) does not hold up
  * the next batch's findings. Commits run strictly in batch order, each after its own findings
  * are stored and published (retried with backoff until they are, or the stage stops and leaves
@@ -53,9 +56,10 @@ export interface DetectorStageDeps {
  * Restarts: the engine's per-task state lives in memory, so after a crash (or a rebalance that
  * hands this instance a partition) a running task's next events would be evaluated without what
  * came before them, and a pattern spanning the restart would be missed. For a while after start
- * (`recoveryWindowMs`), the first event of a task the engine does not hold, unless it is the
- * task's start, makes the stage load the task's recent stored events and replay them through the
- * engine first, with the findings already stored marked as emitted. Identity-wide windows
+ * and after every rebalance (`recoveryWindowMs`), the first event (or close) of a task the engine
+ * does not hold, unless it is the task's start, makes the stage load the task's recent stored
+ * events and replay them through the engine first, with the findings already stored marked as
+ * emitted. Identity-wide windows
  * (blast radius per identity) are not rebuilt: they refill from new traffic.
  */
 export class DetectorStage {
@@ -76,11 +80,15 @@ export class DetectorStage {
   private evictionsSeen = 0;
   private readonly batchSizes: Histogram;
   private readonly findingLatency: Histogram;
-  private readonly startedAt = Date.now();
+  /** Since when tasks are rebuilt from storage: the start, and every rebalance (see {@link recover}). */
+  private recoveryFrom = Date.now();
   /** Whether tasks may still need rebuilding (see {@link recover}). */
   private recovering = false;
+  /** A batch's findings were abandoned (stopping): no later commit may cover its offsets. */
+  private abandoned = false;
+  private readonly errorLog: RateLimitedLog;
   /** Tasks already considered for rebuilding in this run (bounded; a forgotten one is only looked up again). */
-  private readonly recoveryChecked = new BoundedMap<string, true>(100_000);
+  private recoveryChecked = new BoundedMap<string, true>(RECOVERY_CHECKED_MAX);
 
   constructor(private readonly deps: DetectorStageDeps) {
     this.log = deps.log.child({ component: 'detector' });
@@ -93,6 +101,8 @@ export class DetectorStage {
     );
     this.retryLog = new RateLimitedLog(this.log, 'storing or publishing findings failed; retrying');
     this.retryOpts = { baseMs: deps.retryBaseMs ?? 200, stopped: () => this.stopped, log: this.retryLog };
+    this.errorLog = new RateLimitedLog(this.log, 'a detector threw: its verdict on that event is lost (a bug to report); the other detectors went on', 60_000);
+    deps.metrics.gauge('runtrail_detector_errors', 'Detector calls that threw (that verdict lost; the other detectors and the batch went on)').collect(() => deps.engine.stats.detectorErrors);
     this.evictionLog = new RateLimitedLog(this.log, 'detector state full: patterns whose earlier events were evicted are missed; raise these limits in the policy', 60_000);
     deps.metrics
       .gauge('runtrail_detector_state_evictions', "Evicted so far from the detectors' own bounded state, by detector and the policy limit that bounds it")
@@ -121,8 +131,14 @@ export class DetectorStage {
       topics: [TOPIC.timeline],
       fromBeginning: true,
       onBatch: (batch) => this.mutex.run(() => this.handle(batch)),
-      // Before partitions move: let findings in flight land and their batches commit.
-      onRevoke: () => this.mutex.run(() => this.idle()),
+      // Partitions moved (or, on Kafka, are read again from their committed offsets: every
+      // rebalance revokes all): let findings in flight land and their batches commit, then rebuild
+      // from storage the running tasks this instance has not seen, as after a start.
+      onRevoke: () =>
+        this.mutex.run(async () => {
+          await this.idle();
+          this.rearmRecovery();
+        }),
     });
   }
 
@@ -137,24 +153,36 @@ export class DetectorStage {
     metrics.counter('runtrail_events_in_total', 'Events consumed, by stage and topic').inc({ stage: 'detector', topic: batch.topic }, events.length);
     await deadLetterUndecodable('detector', batch.undecodable, { store, bus, metrics });
     this.batchSizes.observe(events.length, { stage: 'detector' });
-    const recovered = await this.recover(events);
+    const recovered = await this.recover(events, closed);
     const found = engine.process(events);
     // Task-closed markers (distributed mode) follow their task's events on its partition; a late
     // event of the task in the same batch only reopens what the close releases.
     if (closed.length > 0) found.push(...engine.close(closed));
     this.observeLatency(found, events);
     this.noteEvictions();
+    for (const e of engine.takeErrors()) this.errorLog.hit(e);
     const emitted = this.emit([...recovered, ...found]);
     const prev = this.tail;
     this.inFlight++;
     this.tail = (async () => {
       try {
-        await emitted;
+        let stored = true;
+        try {
+          await emitted;
+        } catch (err) {
+          // Only when stopping: the batch stays uncommitted and is redelivered on the next start.
+          stored = false;
+          this.abandoned = true;
+          this.log.warn({ err: errorMessage(err), partition: batch.partition, offset: batch.nextOffset }, 'detector batch abandoned at shutdown');
+        }
         await prev;
-        await this.sub?.commit([{ topic: batch.topic, partition: batch.partition, offset: batch.nextOffset }]);
-      } catch (err) {
-        // Only when stopping: the batch stays uncommitted and is redelivered on the next start.
-        this.log.warn({ err: errorMessage(err), partition: batch.partition, offset: batch.nextOffset }, 'detector batch abandoned at shutdown');
+        // After an abandoned batch nothing more is committed: a later offset would cover it.
+        if (!stored || this.abandoned) return;
+        try {
+          await this.sub?.commit([{ topic: batch.topic, partition: batch.partition, offset: batch.nextOffset }]);
+        } catch (err) {
+          this.log.warn({ err: errorMessage(err), partition: batch.partition, offset: batch.nextOffset }, "offset commit failed; the partition's next commit carries it");
+        }
       } finally {
         this.inFlight--;
         this.roomWaiters.shift()?.();
@@ -192,9 +220,9 @@ export class DetectorStage {
    * Rebuilds the state of tasks that were running before this start (see the class comment).
    * Returns findings the replayed history completes that were not stored before.
    */
-  private async recover(events: readonly TimelineEvent[]): Promise<Finding[]> {
+  private async recover(events: readonly TimelineEvent[], closed: readonly string[] = []): Promise<Finding[]> {
     if (!this.recovering) return [];
-    if (Date.now() - this.startedAt > (this.deps.recoveryWindowMs ?? 600_000)) {
+    if (Date.now() - this.recoveryFrom > (this.deps.recoveryWindowMs ?? 600_000)) {
       this.recovering = false;
       return [];
     }
@@ -205,6 +233,13 @@ export class DetectorStage {
       this.recoveryChecked.set(e.task_id, true);
       // A task whose first event here is its start has no history to rebuild.
       if (e.type !== EVENT_TYPE.taskStarted) tasks.push(e.task_id);
+    }
+    // A task that closes before any event of it arrives here still needs its history, or its
+    // close-time rules would judge an empty window.
+    for (const id of closed) {
+      if (!id || engine.hasTask(id) || this.recoveryChecked.has(id)) continue;
+      this.recoveryChecked.set(id, true);
+      tasks.push(id);
     }
     if (tasks.length === 0) return [];
     const opts = this.retryOpts;
@@ -236,7 +271,18 @@ export class DetectorStage {
   /** Runs close-time rules for tasks the correlator closed; resolves once their findings are stored and published. */
   async closeTasks(taskIds: readonly string[]): Promise<void> {
     if (taskIds.length === 0) return;
-    await this.mutex.run(() => this.emit(this.deps.engine.close(taskIds)));
+    await this.mutex.run(async () => {
+      const recovered = await this.recover([], taskIds);
+      await this.emit([...recovered, ...this.deps.engine.close(taskIds)]);
+    });
+  }
+
+  /** Rebuilds from storage, for another recovery window, the running tasks this instance has not seen. */
+  private rearmRecovery(): void {
+    if (this.stopped) return;
+    this.recovering = (this.deps.recoveryWindowMs ?? 600_000) > 0;
+    this.recoveryFrom = Date.now();
+    this.recoveryChecked = new BoundedMap<string, true>(RECOVERY_CHECKED_MAX);
   }
 
   /** Stamps findings now, then stores and publishes them (retried until done or stopping). */
@@ -248,10 +294,11 @@ export class DetectorStage {
     const counter = metrics.counter('runtrail_findings_total', 'Findings emitted, by detector and severity');
     for (const f of stamped) counter.inc({ detector: f.detector, severity: f.severity });
     const opts = this.retryOpts;
-    await Promise.all([
-      storeOrDeadLetter({ stage: 'detector', topic: TOPIC.findings, what: 'store findings', rows: stamped, insert: (rows) => store.insertFindings(rows), key: (f) => f.id, retry: opts, deps: this.deps, log: this.log }),
-      retryUntilStopped(() => bus.publish(TOPIC.findings, stamped.map((f) => ({ key: f.task_id || f.id, value: f }))), { ...opts, what: 'publish findings' }),
-    ]);
+    // Published, then stored: a restart rebuilds a task's state from storage and counts stored
+    // findings as emitted, so a finding stored but never published would never reach the alerter.
+    // This way "stored" implies "published" (a crash in between publishes it again: at least once).
+    await retryUntilStopped(() => bus.publish(TOPIC.findings, stamped.map((f) => ({ key: f.task_id || f.id, value: f }))), { ...opts, what: 'publish findings' });
+    await storeOrDeadLetter({ stage: 'detector', topic: TOPIC.findings, what: 'store findings', rows: stamped, insert: (rows) => store.insertFindings(rows), key: (f) => f.id, retry: opts, deps: this.deps, log: this.log });
     this.log.debug({ count: stamped.length }, 'findings emitted');
   }
 
