@@ -36,7 +36,7 @@ export const CollectorConfigSchema = z.strictObject({
   /** Seconds a shipper is asked to wait (Retry-After) when the pipeline is saturated. Default 2. */
   retryAfterS: z.number().int().positive().default(2),
   /** Per-request time limit for reading the body, ms. Default 30 000. */
-  requestTimeoutMs: ms.default(30_000),
+  requestTimeoutMs: z.number().int().positive().default(30_000),
   /**
    * How adapter output is checked before it is published: `structural` (default) checks every
    * constraint of the canonical event schema with hand-written code, several times faster than

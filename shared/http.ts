@@ -150,6 +150,8 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
   }
   async function handle(path: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
+      // Closing: no keep-alive, so the client's next request goes elsewhere and the socket ends.
+      if (closing) res.setHeader('connection', 'close');
       if (applyCors(req, res)) return;
       if (req.method === 'GET' && path === '/healthz') return sendJson(res, 200, { status: 'ok' });
       if (req.method === 'GET' && path === '/readyz') {
@@ -187,6 +189,9 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     }
   }
   server.requestTimeout = opts.requestTimeoutMs ?? 30_000;
+  // Node enforces the larger of the two (it swaps them when headers > request): keep the headers
+  // deadline within the request's, or a body could take 60 s whatever requestTimeoutMs says.
+  server.headersTimeout = Math.min(server.headersTimeout, server.requestTimeout);
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -205,7 +210,17 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     close() {
       closing = true;
       closed ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
+        // server.close() stops Node's request-timeout checks: a stalled upload, or a keep-alive
+        // socket whose request was in flight, would hold the close (and the flush behind it) open
+        // for ever. Idle sockets are closed as their requests finish; whatever is left after the
+        // request timeout is cut.
+        const sweep = setInterval(() => server.closeIdleConnections(), 100);
+        const deadline = setTimeout(() => server.closeAllConnections(), server.requestTimeout + 1000);
+        server.close(() => {
+          clearInterval(sweep);
+          clearTimeout(deadline);
+          resolve();
+        });
         server.closeIdleConnections();
       });
       return closed;
