@@ -12,8 +12,8 @@ import type { CanonicalEvent } from '../../shared/event.ts';
  * the text (`…[truncated: N chars]`), and `attributes["runtrail.truncated"]` lists the cut fields
  * with their original lengths, so an analyst knows the stored text is a prefix. Should texts cut to
  * {@link MIN_CAP} characters not be enough (a record with many thousands of attributes), the
- * original attributes go too, then list entries past the first {@link MAX_LIST_ENTRIES} (and
- * fewer, halving, until it fits). What is left then is bounded by the fixed fields, each at most
+ * original attributes go too, then credential tags and tool annotations, then list entries past
+ * the first {@link MAX_LIST_ENTRIES} (and fewer, halving, until it fits). What is left then is bounded by the fixed fields, each at most
  * {@link MIN_CAP} characters long.
  *
  * Only an event over the bound pays for any of this: the check is on the serialized line the bus
@@ -72,6 +72,20 @@ export function fitEvent(e: CanonicalEvent, serialized: string, maxBytes: number
   if (bytes > maxBytes && Object.keys(e.attributes).some((k) => k !== TRUNCATED_ATTRIBUTE)) {
     cut.attributes = Object.keys(e.attributes).length;
     e.attributes = {};
+    bytes = Buffer.byteLength((serialized = serializeWithNote(e, cut)));
+  }
+  // Maps whose keys are not texts to cut: session tags and tool annotations go whole.
+  if (bytes > maxBytes) {
+    const tags = e.credential?.tags;
+    if (e.credential && tags) {
+      cut['credential.tags'] = Object.keys(tags).length;
+      delete e.credential.tags;
+    }
+    const annotations = e.tool?.annotations;
+    if (e.tool && annotations) {
+      cut['tool.annotations'] = Object.keys(annotations).length;
+      delete e.tool.annotations;
+    }
     bytes = Buffer.byteLength((serialized = serializeWithNote(e, cut)));
   }
   // Lists last: at most MAX_LIST_ENTRIES entries, halved until the event fits (the first ones stay).

@@ -83,8 +83,12 @@ export function serializeForBus(events: readonly CanonicalEvent[], now: number, 
   for (const e of events) {
     if (e.ingested_at === undefined) (e as { ingested_at?: number }).ingested_at = now;
     let line = JSON.stringify([ingestKey(e), e]);
-    // The line is the key plus the event: over the bound, fit the event and rebuild the line.
-    if (!fitsIn(line, maxEventBytes)) line = `[${JSON.stringify(ingestKey(e))},${fitEvent(e, JSON.stringify(e), maxEventBytes)}]`;
+    // The line is the key plus the event: over the bound, fit the event first (the key is made of
+    // its ids, which fitting may cut), then rebuild the line.
+    if (!fitsIn(line, maxEventBytes)) {
+      const fitted = fitEvent(e, JSON.stringify(e), maxEventBytes);
+      line = `[${JSON.stringify(ingestKey(e))},${fitted}]`;
+    }
     lines[e.source].push(line);
   }
   const out: SerializedTopic[] = [];

@@ -150,7 +150,8 @@ export class KafkaBus implements Bus {
     let bytes = 0;
     for (const m of messages) {
       const value = m.serialized ?? JSON.stringify(m.value);
-      const size = value.length + m.key.length + 64;
+      // Bytes, as the broker counts them (a string's length counts UTF-16 units).
+      const size = Buffer.byteLength(value) + Buffer.byteLength(m.key) + 64;
       if (cur.length > 0 && bytes + size > MAX_REQUEST_BYTES) {
         chunks.push(cur);
         cur = [];

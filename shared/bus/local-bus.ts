@@ -485,10 +485,19 @@ export class LocalBus implements Bus {
           return;
         }
         const fd = t.fd as number;
-        const buf = Buffer.from(w.texts.length === 1 ? (w.texts[0] as string) : w.texts.join(''));
         let written = 0;
         try {
-          while (written < buf.length) written += await this.fileOps.write(fd, buf, written);
+          // In pieces of at most WRITE_CHUNK_CHARS: one cycle can hold many large publishes, and a
+          // string joined from all of them could pass V8's string length limit.
+          for (const piece of chunkTexts(w.texts)) {
+            const buf = Buffer.from(piece);
+            let off = 0;
+            while (off < buf.length) {
+              const n = await this.fileOps.write(fd, buf, off);
+              off += n;
+              written += n;
+            }
+          }
         } catch (err) {
           if (written > 0) {
             try {
@@ -512,7 +521,7 @@ export class LocalBus implements Bus {
           }
           this.opts.metrics?.counter('runtrail_bus_log_fsyncs_total', 'fsyncs of the bus write-ahead log, by topic (one per flush cycle that wrote the topic)').inc({ topic: t.topic });
         }
-        seg.bytes += buf.length;
+        seg.bytes += written;
         seg.count += w.count;
       }),
     );
@@ -808,6 +817,25 @@ function processAlive(pid: number): boolean {
     // EPERM: it exists but belongs to another user.
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** Characters written at once at most (see writeCycle). */
+const WRITE_CHUNK_CHARS = 32 * 1024 * 1024;
+
+/** The texts joined into pieces of at most {@link WRITE_CHUNK_CHARS} (a longer text is a piece of its own). */
+function* chunkTexts(texts: readonly string[]): Generator<string> {
+  let group: string[] = [];
+  let chars = 0;
+  for (const t of texts) {
+    if (group.length > 0 && chars + t.length > WRITE_CHUNK_CHARS) {
+      yield group.length === 1 ? (group[0] as string) : group.join('');
+      group = [];
+      chars = 0;
+    }
+    group.push(t);
+    chars += t.length;
+  }
+  if (group.length > 0) yield group.length === 1 ? (group[0] as string) : group.join('');
 }
 
 function writeAsync(fd: number, buf: Buffer, offset: number): Promise<number> {

@@ -139,10 +139,32 @@ describe('distributed mode on a real Kafka broker', () => {
     expect(call?.attributes['runtrail.truncated']).toMatchObject({ 'tool.result': 3_150_000 });
   });
 
+  it('events of multi-byte text, each within the bound, are sent in requests the broker takes (sized in bytes)', async () => {
+    const task = `${run}-task-cjk`;
+    const trace = agentTrace({ trace: 'f6'.repeat(16), task });
+    const spans = trace.resourceSpans[0]?.scopeSpans[0]?.spans ?? [];
+    const tool = spans.find((sp) => sp.attributes.some((a) => a.key === 'gen_ai.tool.call.result'));
+    // Three tool calls of 75,000 CJK characters (kept twice per event: the result and its
+    // attribute): ~450 KB of UTF-8 an event, within collector.maxEventBytes, but three times what
+    // their length in characters says, so together over the broker's 1 MiB request limit.
+    const text = '数据'.repeat(37_500);
+    if (!tool) throw new Error('fixture has no tool span');
+    for (const a of tool.attributes) if (a.key === 'gen_ai.tool.call.result') a.value = { stringValue: text };
+    const more = [1, 2].map((n) => ({ ...tool, spanId: `${tool.spanId.slice(0, 14)}0${n}`, attributes: tool.attributes.map((a) => ({ ...a })) }));
+    spans.push(...more);
+    const r = await post('/v1/traces', trace);
+    expect(r.status).toBe(200);
+    expect(r.json.accepted).toBe(5);
+    const tl = await waitFor(() => store.timeline(task), (rows) => rows.length >= 5);
+    const calls = tl.filter((e) => e.type === 'tool.call');
+    expect(calls).toHaveLength(3);
+    for (const c of calls) expect(c.tool?.result).toBe(text);
+  });
+
   it('the collector reports readiness and its metrics', async () => {
     const ready = await fetch(`${collector.http.url}/readyz`);
     expect(ready.status).toBe(200);
     const metrics = await (await fetch(`${collector.http.url}/metrics`)).text();
-    expect(metrics).toMatch(/runtrail_collector_accepted_total\{format="otlp-traces"\} 6/);
+    expect(metrics).toMatch(/runtrail_collector_accepted_total\{format="otlp-traces"\} 11/);
   });
 });

@@ -85,6 +85,23 @@ describe('fitEvent', () => {
   });
 });
 
+describe('fitEvent on maps', () => {
+  it('drops session tags and tool annotations, which have no texts to cut, when nothing else is enough', () => {
+    const tags = Object.fromEntries(Array.from({ length: 3_000 }, (_, i) => [`tag-${i}`, `v${i}`.padEnd(40, 'x')]));
+    const annotations = Object.fromEntries(Array.from({ length: 3_000 }, (_, i) => [`hint${i}`.padEnd(30, 'h'), true]));
+    const e = event({
+      type: 'credential.issued',
+      credential: { id: 'ASIATAGS000000000001', kind: 'aws-access-key', tags },
+      tool: { name: 'x', annotations },
+    });
+    const line = fitEvent(e, JSON.stringify(e), MAX);
+    expect(bytes(line)).toBeLessThanOrEqual(MAX);
+    const back = CanonicalEventSchema.parse(JSON.parse(line));
+    expect(back.credential).toEqual({ id: 'ASIATAGS000000000001', kind: 'aws-access-key' });
+    expect(back.attributes[TRUNCATED_ATTRIBUTE]).toEqual({ 'credential.tags': 3_000, 'tool.annotations': 3_000 });
+  });
+});
+
 describe('the collector publishes events within collector.maxEventBytes', () => {
   /** An OTLP trace whose tool span returned `size` characters. */
   function bigTrace(size: number): Buffer {
