@@ -33,6 +33,12 @@ export const CollectorConfigSchema = z.strictObject({
    * memory. Default 512 KiB; at least 64 KiB.
    */
   maxEventBytes: z.number().int().min(64 * 1024).default(512 * 1024),
+  /**
+   * Bytes of request bodies the collector holds at once (on the wire and decompressed), over all
+   * requests in progress; over it, requests get 503 + Retry-After (the first is always taken).
+   * Default 256 MiB.
+   */
+  maxInflightBytes: z.number().int().min(1024 * 1024).default(256 * 1024 * 1024),
   /** Seconds a shipper is asked to wait (Retry-After) when the pipeline is saturated. Default 2. */
   retryAfterS: z.number().int().positive().default(2),
   /** Per-request time limit for reading the body, ms. Default 30 000. */

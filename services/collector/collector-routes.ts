@@ -35,8 +35,42 @@ export interface CollectorDeps {
   metrics: MetricsRegistry;
 }
 
-/** Reads a request body, refusing more than `limit` bytes on the wire. */
-export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+/**
+ * Bytes of request bodies in progress (on the wire and decompressed), across the collector's
+ * requests, bounded by `collector.maxInflightBytes`: many large bodies at once would otherwise
+ * hold memory without limit. A request takes its declared `Content-Length` when it starts, and
+ * whatever more it turns out to need (a chunked body, the decompressed body) as it goes. Over the
+ * bound it is refused with 503 + Retry-After, unless no other request holds anything, so a body
+ * larger than the bound alone still gets through.
+ */
+export class InflightBudget {
+  private used = 0;
+
+  constructor(private readonly max: number) {}
+
+  /** Takes `n` more bytes for a request that holds `own` already, or throws a {@link BackpressureError}. */
+  reserve(n: number, own: number, retryAfterS: number): void {
+    if (this.used - own > 0 && this.used + n > this.max) {
+      throw new BackpressureError(`the collector holds ${this.used} bytes of request bodies in progress (collector.maxInflightBytes ${this.max}); retry shortly`, retryAfterS);
+    }
+    this.used += n;
+  }
+
+  release(n: number): void {
+    this.used = Math.max(0, this.used - n);
+  }
+
+  /** Bytes held now. */
+  get bytes(): number {
+    return this.used;
+  }
+}
+
+/**
+ * Reads a request body, refusing more than `limit` bytes on the wire. `onChunk` sees each chunk's
+ * size first and may refuse it by throwing (the in-flight budget).
+ */
+export function readBody(req: IncomingMessage, limit: number, onChunk?: (bytes: number) => void): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? NaN);
     if (Number.isFinite(declared) && declared > limit) {
@@ -54,6 +88,14 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
         failed = true;
         req.resume();
         reject(new TooLargeError(`body exceeds the limit of ${limit} bytes (collector.maxBodyBytes)`));
+        return;
+      }
+      try {
+        onChunk?.(c.length);
+      } catch (err) {
+        failed = true;
+        req.resume();
+        reject(err);
         return;
       }
       chunks.push(c);
@@ -105,25 +147,39 @@ const PROTOBUF_TYPES = new Set(['application/x-protobuf', 'application/protobuf'
 
 /** Builds the collector's routes; with tokens configured they need the `ingest` role. */
 export function collectorRoutes(deps: CollectorDeps): Route[] {
+  const budget = new InflightBudget(deps.cfg.maxInflightBytes);
+  deps.metrics.gauge('runtrail_collector_inflight_bytes', 'Bytes of request bodies in progress (wire and decompressed), bounded by collector.maxInflightBytes').collect(() => budget.bytes);
   return Object.entries(INGEST_ENDPOINTS).map(([path, format]) => ({
     method: 'POST' as const,
     path,
     role: 'ingest' as const,
-    handler: (req: IncomingMessage, res: ServerResponse) => handleIngest(deps, ADAPTERS[format], path, req, res),
+    handler: (req: IncomingMessage, res: ServerResponse) => handleIngest(deps, budget, ADAPTERS[format], path, req, res),
   }));
 }
 
-async function handleIngest(deps: CollectorDeps, adapter: Adapter, path: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handleIngest(deps: CollectorDeps, budget: InflightBudget, adapter: Adapter, path: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const ctype = mediaType(req.headers['content-type']);
   const isOtlp = adapter.format === 'otlp-traces' || adapter.format === 'otlp-logs';
   const protobuf = isOtlp && PROTOBUF_TYPES.has(ctype);
   const errors = deps.metrics.counter('runtrail_collector_errors_total', 'Collector request errors, by code');
+  let held = 0;
   try {
     if (!adapter.contentTypes.includes(ctype)) {
       throw new UnsupportedFormatError(`${path} does not accept Content-Type "${ctype}" (accepted: ${adapter.contentTypes.join(', ')})`);
     }
-    const wire = await readBody(req, deps.cfg.maxBodyBytes);
+    const take = (n: number): void => {
+      budget.reserve(n, held, deps.cfg.retryAfterS);
+      held += n;
+    };
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (Number.isFinite(declared) && declared > 0 && declared <= deps.cfg.maxBodyBytes) take(declared);
+    let read = 0;
+    const wire = await readBody(req, deps.cfg.maxBodyBytes, (n) => {
+      read += n;
+      if (read > held) take(read - held);
+    });
     const body = await decodeContent(wire, headerValue(req.headers['content-encoding']), deps.cfg.maxDecompressedBytes);
+    if (body !== wire) take(body.length);
     const result = await deps.ingestor.ingest(adapter, body, ctype);
     const status = result.records > 0 && result.accepted === 0 && result.rejectedCount > 0 ? 400 : 200;
     if (result.rejectedCount > 0) {
@@ -140,6 +196,8 @@ async function handleIngest(deps: CollectorDeps, adapter: Adapter, path: string,
     // Drain whatever is left of the body so keep-alive connections stay usable.
     req.resume();
     sendJson(res, status, { error: code, message: errorMessage(err), accepted: 0 }, headers);
+  } finally {
+    budget.release(held);
   }
 }
 
