@@ -165,3 +165,33 @@ describe('DetectorEngine evidence summaries', () => {
     expect(f?.evidence_events?.map((s) => s.event_id)).toEqual([a.event_id, b.event_id]);
   });
 });
+
+describe('DetectorEngine with a detector that throws', () => {
+  it('loses only that detector\'s verdict on that event: the other detectors and later events go on, and the error is counted', () => {
+    const finds: DetectorInstance = {
+      onEvent(e: TimelineEvent, task: TaskView) {
+        if (!e.tool?.name.startsWith('fire')) return [];
+        return [{ id: `f-${e.event_id}`, detector: 'ok', rule: 'r', severity: 'high', title: 't', summary: '', task_id: task.taskId, agent_id: '', workload_id: '', time: e.time, evidence: [e.event_id], join_keys: {}, metrics: {}, tags: [] }];
+      },
+      onTaskClosed: () => {
+        throw new Error('close failed');
+      },
+    };
+    const throws: DetectorInstance = {
+      onEvent(e: TimelineEvent) {
+        if (e.tool?.name === 'fire_bad') throw new TypeError('cannot read properties of undefined');
+        return [];
+      },
+    };
+    const engine = new DetectorEngine([throws, finds], { maxTasks: 10, maxEventsPerTask: 8 }, ['thrower', 'finder']);
+    const bad = ev('t9', 'bad', { tool: { name: 'fire_bad' } });
+    const good = ev('t9', 'good', { tool: { name: 'fire_good' } });
+    expect(engine.process([bad, good]).map((f) => f.id)).toEqual([`f-${bad.event_id}`, `f-${good.event_id}`]);
+    expect(engine.stats.detectorErrors).toBe(1);
+    expect(engine.takeErrors()).toEqual([{ detector: 'thrower', error: 'TypeError: cannot read properties of undefined' }]);
+    expect(engine.takeErrors()).toEqual([]);
+    expect(engine.close(['t9'])).toEqual([]);
+    expect(engine.stats.detectorErrors).toBe(2);
+    expect(engine.hasTask('t9')).toBe(false);
+  });
+});
