@@ -145,6 +145,21 @@ describe('task-closed markers on the timeline topic', () => {
     expect(notRevoked(findings)).toHaveLength(1);
   });
 
+  it('of a task this instance never saw (its events came before a restart) judge the stored history', async () => {
+    // The grant was stored (and evaluated) before the restart; the first thing after it is the close.
+    const events = grant('task-close-2');
+    await store.insertEvents(events);
+    const { bus, findings, stage } = await startDetector();
+    await bus.publish(TOPIC.timeline, [{ key: 'task-close-2', value: { control: 'task_closed', task_id: 'task-close-2' } }]);
+    await settled(bus, stage);
+    expect(notRevoked(findings).map((f) => [f.task_id, f.evidence])).toEqual([['task-close-2', [events[1]?.event_id]]]);
+    // The embedded path (the correlator hands the close over directly) does the same.
+    const events3 = grant('task-close-3');
+    await store.insertEvents(events3);
+    await stage.closeTasks(['task-close-3']);
+    expect(notRevoked(findings).map((f) => f.task_id)).toEqual(['task-close-2', 'task-close-3']);
+  });
+
   it('are decoded from the topic by their own schema, and a malformed one is refused with its field', () => {
     expect(decodePayload(TOPIC.timeline, JSON.stringify({ control: 'task_closed', task_id: 't-1' }))).toEqual({ ok: true, value: { control: 'task_closed', task_id: 't-1' } });
     const bad = decodePayload(TOPIC.timeline, JSON.stringify({ control: 'task_closed', task_id: '' }));
