@@ -1,10 +1,10 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { decodePayload } from '../../shared/bus/bus.ts';
+import { decodePayload, type Bus, type SubscribeOptions, type Subscription } from '../../shared/bus/bus.ts';
 import { LocalBus } from '../../shared/bus/local-bus.ts';
 import type { Finding } from '../../shared/finding.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { MetricsRegistry } from '../../shared/metrics.ts';
-import { TOPIC } from '../../shared/names.ts';
+import { TOPIC, type TopicId } from '../../shared/names.ts';
 import { createDetectorEngine, parsePolicy } from '../../detectors/policy.ts';
 import { taskStart, toolCall } from '../../detectors/tool-chaining/fixtures.ts';
 import { DetectorStage } from '../../services/detector/detector-stage.ts';
@@ -227,5 +227,49 @@ describe('per-agent baselines after a restart', () => {
     expect(all).toHaveLength(50);
     expect(all.slice(0, 2).map((c) => c.tool)).toEqual(['search_docs', 'summarize_findings']);
     expect(new Set(all.slice(0, 2).map((c) => c.task_id)).size).toBe(1);
+  });
+});
+
+describe('shutdown while findings cannot be stored', () => {
+  it('commits no later batch over a batch whose findings were abandoned', async () => {
+    const bus = new LocalBus({ dir: null, fsync: false, maxBatch: 100, maxBacklog: 10_000, segmentBytes: 1 << 20, log: silentLogger() });
+    buses.push(bus);
+    await bus.start();
+    const commits: string[] = [];
+    const recording: Bus = {
+      kind: bus.kind,
+      start: () => bus.start(),
+      ready: () => bus.ready(),
+      shutdown: () => bus.shutdown(),
+      publish: (topic, messages) => bus.publish(topic, messages),
+      async subscribe<T extends TopicId>(opts: SubscribeOptions<T>): Promise<Subscription> {
+        const sub = await bus.subscribe(opts);
+        return { ...sub, lag: () => sub.lag(), shutdown: () => sub.shutdown(), commit: async (o) => void commits.push(...o.map((x) => x.offset)) };
+      },
+    };
+    // Storage refuses every findings insert (down for good): the batch with a finding keeps retrying.
+    const failing = new Proxy(store, {
+      get(target, prop, receiver) {
+        if (prop === 'insertFindings') return () => Promise.reject(new Error('storage down'));
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const published: Finding[] = [];
+    await bus.subscribe({ topics: [TOPIC.findings], onBatch: async (b) => void published.push(...b.messages.map((m) => m.value)) });
+    const engine = createDetectorEngine(parsePolicy({}), { maxTasks: 1000, maxEventsPerTask: 16 });
+    const stage = new DetectorStage({ bus: recording, store: failing, engine, log: silentLogger(), metrics: new MetricsRegistry(), recoveryWindowMs: 0, retryBaseMs: 20 });
+    await stage.start();
+    const a = attack('task-abandon-1');
+    await bus.publish(TOPIC.timeline, [a.start, a.read, a.send].map((e) => ({ key: 'task-abandon-1', value: e })));
+    // The finding went out (published before it is stored) and its insert keeps failing.
+    for (let i = 0; i < 200 && published.length === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(published.map((f) => f.rule)).toContain('injection-to-action');
+    // A later batch with no finding: it is done at once, but must not commit over the first.
+    await bus.publish(TOPIC.timeline, [{ key: 'task-abandon-2', value: attack('task-abandon-2').start }]);
+    for (let i = 0; i < 200 && (await stage.lag()) > 0; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(await stage.lag()).toBe(0);
+    await stage.shutdown();
+    expect(commits).toEqual([]);
   });
 });
