@@ -9,6 +9,7 @@ import { tev } from '../../detectors/testing.ts';
 import { EVENT_TYPE } from '../../shared/event.ts';
 import { finding, pause, startAlerter, startReceiver, waitFor, type Receiver, type TestAlerter } from './alerting-harness.ts';
 import type { ClickHouseStore, Store } from '../../services/storage/store.ts';
+import { failingMethod } from '../fixtures/doubles.ts';
 
 /**
  * Delivery against real loopback HTTP servers standing in for Slack, PagerDuty and a webhook
@@ -312,14 +313,7 @@ describe('delivery', () => {
     await first.stop();
     // The restarted alerter's first outbox read fails (storage not ready yet); later ones work.
     let reads = 0;
-    const flaky = (store: ClickHouseStore): Store =>
-      new Proxy(store, {
-        get(target, prop, receiver) {
-          if (prop === 'listOutbox' && reads++ === 0) return () => Promise.reject(new Error('storage not ready'));
-          const v = Reflect.get(target, prop, receiver) as unknown;
-          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-        },
-      });
+    const flaky = (store: ClickHouseStore): Store => failingMethod<Store>(store, 'listOutbox', (call) => (reads = call + 1) === 1, 'storage not ready');
     const second = await startAlerter({ dataDir: join(dir, 'data'), database, alerting, storeFor: flaky });
     open.push(second);
     await waitFor(() => hook.accepted().length === 1, WAIT_MS, 'the pending delivery after the failed read');

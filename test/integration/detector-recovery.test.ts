@@ -1,15 +1,16 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { decodePayload, type Bus, type SubscribeOptions, type Subscription } from '../../shared/bus/bus.ts';
+import { decodePayload } from '../../shared/bus/bus.ts';
 import { LocalBus } from '../../shared/bus/local-bus.ts';
 import type { Finding } from '../../shared/finding.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { MetricsRegistry } from '../../shared/metrics.ts';
-import { TOPIC, type TopicId } from '../../shared/names.ts';
+import { TOPIC } from '../../shared/names.ts';
 import { createDetectorEngine, parsePolicy } from '../../detectors/policy.ts';
 import { taskStart, toolCall } from '../../detectors/tool-chaining/fixtures.ts';
 import { DetectorStage } from '../../services/detector/detector-stage.ts';
 import { ClickHouseStore } from '../../services/storage/store.ts';
 import { openTempStore, type TempStore } from './temp-store.ts';
+import { failingMethod, watchingCommits } from '../fixtures/doubles.ts';
 
 /**
  * A detector that starts (after a crash, or taking over a partition) while tasks are running
@@ -236,25 +237,9 @@ describe('shutdown while findings cannot be stored', () => {
     buses.push(bus);
     await bus.start();
     const commits: string[] = [];
-    const recording: Bus = {
-      kind: bus.kind,
-      start: () => bus.start(),
-      ready: () => bus.ready(),
-      shutdown: () => bus.shutdown(),
-      publish: (topic, messages) => bus.publish(topic, messages),
-      async subscribe<T extends TopicId>(opts: SubscribeOptions<T>): Promise<Subscription> {
-        const sub = await bus.subscribe(opts);
-        return { ...sub, lag: () => sub.lag(), shutdown: () => sub.shutdown(), commit: async (o) => void commits.push(...o.map((x) => x.offset)) };
-      },
-    };
+    const recording = watchingCommits(bus, (o) => void commits.push(...o.map((x) => x.offset)), false);
     // Storage refuses every findings insert (down for good): the batch with a finding keeps retrying.
-    const failing = new Proxy(store, {
-      get(target, prop, receiver) {
-        if (prop === 'insertFindings') return () => Promise.reject(new Error('storage down'));
-        const v = Reflect.get(target, prop, receiver) as unknown;
-        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-      },
-    });
+    const failing = failingMethod(store, 'insertFindings', () => true);
     const published: Finding[] = [];
     await bus.subscribe({ topics: [TOPIC.findings], onBatch: async (b) => void published.push(...b.messages.map((m) => m.value)) });
     const engine = createDetectorEngine(parsePolicy({}), { maxTasks: 1000, maxEventsPerTask: 16 });

@@ -1,12 +1,13 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Bus, PartitionOffset, SubscribeOptions, Subscription } from '../../shared/bus/bus.ts';
+import type { Bus } from '../../shared/bus/bus.ts';
 import { LocalBus } from '../../shared/bus/local-bus.ts';
 import { CorrelatorConfigSchema } from '../../shared/config.ts';
 import { CanonicalEventSchema, isTaskClosedMarker, type CanonicalEvent, type TimelineEvent } from '../../shared/event.ts';
 import { eventId } from '../../shared/ids.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { MetricsRegistry } from '../../shared/metrics.ts';
-import { SOURCE_TOPIC, TOPIC, type TopicId } from '../../shared/names.ts';
+import { SOURCE_TOPIC, TOPIC } from '../../shared/names.ts';
+import { watchingCommits } from '../fixtures/doubles.ts';
 import type { Store } from '../../services/storage/store.ts';
 import { CorrelatorStage } from '../../services/correlator/correlator-stage.ts';
 
@@ -53,25 +54,9 @@ class GatedStore {
 
 /** The LocalBus, with every commit recorded along with what was stored at that moment. */
 function recordingBus(inner: LocalBus, store: GatedStore, commits: Array<{ offset: number; storedAtCommit: number }>): Bus {
-  return {
-    kind: inner.kind,
-    start: () => inner.start(),
-    ready: () => inner.ready(),
-    shutdown: () => inner.shutdown(),
-    publish: (topic, messages) => inner.publish(topic, messages),
-    async subscribe<T extends TopicId>(opts: SubscribeOptions<T>): Promise<Subscription> {
-      const sub = await inner.subscribe(opts);
-      return {
-        ...sub,
-        lag: () => sub.lag(),
-        shutdown: () => sub.shutdown(),
-        commit: async (offsets: readonly PartitionOffset[]) => {
-          for (const o of offsets) if (o.topic === SOURCE_TOPIC.agent) commits.push({ offset: Number(o.offset), storedAtCommit: store.stored.size });
-          await sub.commit(offsets);
-        },
-      };
-    },
-  };
+  return watchingCommits(inner, (offsets) => {
+    for (const o of offsets) if (o.topic === SOURCE_TOPIC.agent) commits.push({ offset: Number(o.offset), storedAtCommit: store.stored.size });
+  });
 }
 
 async function until(cond: () => boolean, ms = 3000): Promise<void> {
