@@ -55,12 +55,14 @@ export function fitsIn(serialized: string, maxBytes: number): boolean {
  * when cut (the adapter's fresh output, owned by the ingest path).
  */
 export function fitEvent(e: CanonicalEvent, serialized: string, maxBytes: number): string {
-  if (fitsIn(serialized, maxBytes)) return serialized;
+  // As fitsIn, keeping the measured size for what follows.
+  if (serialized.length * 3 <= maxBytes) return serialized;
   let bytes = Buffer.byteLength(serialized);
+  if (bytes <= maxBytes) return serialized;
   const cut: Record<string, number> = {};
   // Room for the truncation notes themselves.
   const budget = Math.floor(maxBytes * 0.95);
-  const leaves = collectLeaves(e).filter((l) => l.chars > MIN_CAP);
+  const leaves = collectLeaves(e);
   let cap = capFor(leaves, bytes, budget);
   for (let attempt = 0; attempt < 4 && leaves.length > 0; attempt++) {
     for (const l of leaves) if (l.chars > cap) cutLeaf(l, cap, cut);
@@ -107,7 +109,7 @@ function serializeWithNote(e: CanonicalEvent, cut: Record<string, number>): stri
   return JSON.stringify(e);
 }
 
-/** Every string leaf of the event (depth-bounded), with its serialized size. */
+/** Every string leaf of the event longer than {@link MIN_CAP} (depth-bounded), with its serialized size. */
 function collectLeaves(e: CanonicalEvent): Leaf[] {
   const out: Leaf[] = [];
   const stack: Array<{ v: Record<string, unknown> | unknown[]; path: string; depth: number }> = [{ v: e as unknown as Record<string, unknown>, path: '', depth: 0 }];

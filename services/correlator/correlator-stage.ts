@@ -95,7 +95,6 @@ export class CorrelatorStage {
   /** Outputs' final part (done, close, commit), in order; waits for the detector when `timelineHandled` is given. */
   private finishTail: Promise<void> = Promise.resolve();
   private finishing = 0;
-  /** Resolves `shutdownGraceMs` after shutdown began: finishes still waiting for the detector are abandoned then. */
   /** Resolved `shutdownGraceMs` after shutdown starts: outputs still waiting for the detector then stay uncommitted. */
   private readonly giveUp: Promise<'give-up'>;
   private resolveGiveUp: (v: 'give-up') => void = () => undefined;

@@ -46,8 +46,8 @@ const RECOVERY_CHECKED_MAX = 100_000;
  * publishes the findings, then commits. Poison timeline messages are dead-lettered.
  *
  * Pipelined like the correlator stage: a batch's findings are stamped (`emitted_at`) the moment
- * the engine returns them, their publish and then their insert start at once, and the next batch is
- * evaluated meanwhile, so one batch's storage delay (the writer's batch window) does not hold up
+ * the engine returns them, then published and stored in the background while the next batch is
+ * evaluated, so one batch's storage delay (the writer's batch window) does not hold up
  * the next batch's findings. Commits run strictly in batch order, each after its own findings
  * are stored and published (retried with backoff until they are, or the stage stops and leaves
  * the batch uncommitted for redelivery; finding ids are deterministic, so a redelivered batch
@@ -59,8 +59,8 @@ const RECOVERY_CHECKED_MAX = 100_000;
  * and after every rebalance (`recoveryWindowMs`), the first event (or close) of a task the engine
  * does not hold, unless it is the task's start, makes the stage load the task's recent stored
  * events and replay them through the engine first, with the findings already stored marked as
- * emitted. Identity-wide windows
- * (blast radius per identity) are not rebuilt: they refill from new traffic.
+ * emitted. Identity-wide windows (blast radius per identity) are not rebuilt: they refill from new
+ * traffic.
  */
 export class DetectorStage {
   private sub?: Subscription;
@@ -228,19 +228,17 @@ export class DetectorStage {
     }
     const { engine, store, metrics } = this.deps;
     const tasks: string[] = [];
-    for (const e of events) {
-      if (!e.task_id || engine.hasTask(e.task_id) || this.recoveryChecked.has(e.task_id)) continue;
-      this.recoveryChecked.set(e.task_id, true);
-      // A task whose first event here is its start has no history to rebuild.
-      if (e.type !== EVENT_TYPE.taskStarted) tasks.push(e.task_id);
-    }
+    /** Whether a task is seen here for the first time and not held by the engine (then remembered). */
+    const unseen = (id: string | undefined): id is string => {
+      if (!id || engine.hasTask(id) || this.recoveryChecked.has(id)) return false;
+      this.recoveryChecked.set(id, true);
+      return true;
+    };
+    // A task whose first event here is its start has no history to rebuild.
+    for (const e of events) if (unseen(e.task_id) && e.type !== EVENT_TYPE.taskStarted) tasks.push(e.task_id);
     // A task that closes before any event of it arrives here still needs its history, or its
     // close-time rules would judge an empty window.
-    for (const id of closed) {
-      if (!id || engine.hasTask(id) || this.recoveryChecked.has(id)) continue;
-      this.recoveryChecked.set(id, true);
-      tasks.push(id);
-    }
+    for (const id of closed) if (unseen(id)) tasks.push(id);
     if (tasks.length === 0) return [];
     const opts = this.retryOpts;
     const [history, done] = await Promise.all([
@@ -285,7 +283,7 @@ export class DetectorStage {
     this.recoveryChecked = new BoundedMap<string, true>(RECOVERY_CHECKED_MAX);
   }
 
-  /** Stamps findings now, then stores and publishes them (retried until done or stopping). */
+  /** Stamps findings now, then publishes and stores them (retried until done or stopping). */
   private async emit(findings: Finding[]): Promise<void> {
     if (findings.length === 0) return;
     const { store, bus, metrics } = this.deps;

@@ -139,6 +139,10 @@ function convert(rec: SpireRecord): CanonicalEventInput[] | null {
   const spiffeId = f.str('spiffe_id');
   const callerId = f.str('caller_id');
   const requestId = f.str('request_id');
+  const method = f.str('method');
+  const status = f.str('status');
+  const serial = f.str('serial_num');
+  const entryId = f.str('entry_id');
   const common = {
     source: 'workload' as const,
     time,
@@ -147,15 +151,13 @@ function convert(rec: SpireRecord): CanonicalEventInput[] | null {
     request_id: requestId,
     attributes: attributesOf(fields),
   };
-  const idParts = [requestId, msg, String(timeRaw), spiffeId, f.str('serial_num'), f.str('entry_id'), f.str('method'), f.str('status')];
+  const idParts = [requestId, msg, String(timeRaw), spiffeId, serial, entryId, method, status];
 
   if (kind === 'audit') {
-    const method = f.str('method');
     if (!method) throw new RecordError(`${prefix}method`, 'missing: an audit entry names the API method called');
-    const status = f.str('status');
     const resources: ResourceRef[] = [];
     if (spiffeId) resources.push({ type: 'spiffe-id', id: spiffeId });
-    const entry = f.str('entry_id') ?? f.str('id');
+    const entry = entryId ?? f.str('id');
     if (entry) resources.push({ type: 'spire-entry', id: entry });
     return [
       {
@@ -175,7 +177,6 @@ function convert(rec: SpireRecord): CanonicalEventInput[] | null {
   if (!spiffeId) throw new RecordError(`${prefix}spiffe_id`, 'missing: an SVID issuance names the SPIFFE ID it was issued to');
   const expiration = f.str('expiration');
   const expiresAt = expiration === undefined ? undefined : read.time(expiration, `${prefix}expiration`);
-  const serial = f.str('serial_num');
   const credentialId =
     kind === 'x509'
       ? (serial ?? `x509-svid:${spiffeId}@${expiration ?? String(timeRaw)}`)
@@ -186,7 +187,7 @@ function convert(rec: SpireRecord): CanonicalEventInput[] | null {
       event_id: eventId('spire', ...idParts),
       type: EVENT_TYPE.credentialIssued,
       workload_id: spiffeId,
-      action: `spire:${f.str('method') ?? (kind === 'x509' ? 'SignX509SVID' : 'SignJWTSVID')}`,
+      action: `spire:${method ?? (kind === 'x509' ? 'SignX509SVID' : 'SignJWTSVID')}`,
       resources: [{ type: 'spiffe-id', id: spiffeId }],
       outcome: 'success',
       credential: {
